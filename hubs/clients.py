@@ -1,0 +1,145 @@
+"""``clients`` proxies: who a server event goes to (all, a group, a user, a connection, …).
+
+The same proxies serve hub code (``self.clients.group("g").asend(...)``) and code outside the
+server (``get_hub_context(TaskHub).clients.user(42).send(...)``). ``asend`` is the async core,
+``send`` its sync wrapper for views, signals, management commands and Celery tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from .naming import (
+    all_channel,
+    connection_channel,
+    group_channel,
+    user_channel,
+    validate_group_name,
+)
+from .outbound import Outbound, build_outbound
+
+DirectWriter = Callable[[Outbound], Awaitable[None]]
+
+
+class ClientProxy:
+    """A set of recipients; ``asend``/``send`` deliver one event to each of them once."""
+
+    def __init__(
+        self,
+        layer_alias: str,
+        channels: Iterable[str],
+        exclude: Iterable[str] = (),
+        *,
+        direct: DirectWriter | None = None,
+    ) -> None:
+        self._layer_alias = layer_alias
+        self._channels = tuple(dict.fromkeys(channels))
+        self._exclude = tuple(exclude)
+        self._direct = direct
+
+    async def asend(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
+        """Send ``method(payload)``; returns the message id. Runs in the caller's event loop."""
+        outbound = build_outbound(method, payload, correlation_id=correlation_id)
+        await self.adeliver(outbound)
+        return outbound.message_id
+
+    def send(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
+        """Synchronous ``asend``, for code that runs outside an event loop."""
+        return async_to_sync(self.asend)(method, payload, correlation_id=correlation_id)
+
+    async def adeliver(self, outbound: Outbound) -> None:
+        """Hand an encoded event to the channel layer (or straight to the caller's socket)."""
+        if self._direct is not None:
+            await self._direct(outbound)
+            return
+        layer = get_channel_layer(self._layer_alias)
+        if layer is None:
+            raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
+        message = outbound.layer_message(self._exclude)
+        for channel in self._channels:
+            await layer.group_send(channel, message)
+
+
+class HubClients:
+    """Recipient selectors of one hub, as in ASP.NET Core's ``Clients``."""
+
+    def __init__(
+        self,
+        *,
+        hub_name: str,
+        namespace: str,
+        layer_alias: str = "default",
+        caller_id: str | None = None,
+        caller_writer: DirectWriter | None = None,
+    ) -> None:
+        self._hub_name = hub_name
+        self._namespace = namespace
+        self._layer_alias = layer_alias
+        self._caller_id = caller_id
+        self._caller_writer = caller_writer
+
+    def _proxy(self, channels: Iterable[str], exclude: Iterable[str] = ()) -> ClientProxy:
+        return ClientProxy(self._layer_alias, channels, exclude)
+
+    @property
+    def all(self) -> ClientProxy:
+        """Every connection of this hub."""
+        return self._proxy([all_channel(self._hub_name)])
+
+    def all_except(self, *connection_ids: str) -> ClientProxy:
+        """Every connection of this hub but the given ones."""
+        return self._proxy([all_channel(self._hub_name)], connection_ids)
+
+    @property
+    def caller(self) -> ClientProxy:
+        """The connection whose invocation is running (hub code only)."""
+        if self._caller_writer is None:
+            raise RuntimeError("clients.caller exists only inside a hub connection.")
+        return ClientProxy(self._layer_alias, (), direct=self._caller_writer)
+
+    @property
+    def others(self) -> ClientProxy:
+        """Every connection of this hub except the caller (hub code only)."""
+        return self.all_except(*self._caller_ids())
+
+    def group(self, name: str) -> ClientProxy:
+        """The members of hub group ``name``."""
+        return self._proxy([group_channel(self._namespace, validate_group_name(name))])
+
+    def groups(self, *names: str) -> ClientProxy:
+        """The members of any of the groups (each connection receives the event once)."""
+        return self._proxy(group_channel(self._namespace, validate_group_name(n)) for n in names)
+
+    def group_except(self, name: str, *connection_ids: str) -> ClientProxy:
+        """The members of ``name`` but the given connections."""
+        channels = [group_channel(self._namespace, validate_group_name(name))]
+        return self._proxy(channels, connection_ids)
+
+    def others_in_group(self, name: str) -> ClientProxy:
+        """The members of ``name`` except the caller (hub code only)."""
+        return self.group_except(name, *self._caller_ids())
+
+    def user(self, user_id: object) -> ClientProxy:
+        """Every connection of one user (its primary key)."""
+        return self._proxy([user_channel(self._namespace, user_id)])
+
+    def users(self, *user_ids: object) -> ClientProxy:
+        """Every connection of any of the users."""
+        return self._proxy(user_channel(self._namespace, u) for u in user_ids)
+
+    def connection(self, connection_id: str) -> ClientProxy:
+        """One connection, by the id negotiate gave it."""
+        return self._proxy([connection_channel(connection_id)])
+
+    def connections(self, *connection_ids: str) -> ClientProxy:
+        """Several connections by id."""
+        return self._proxy(connection_channel(c) for c in connection_ids)
+
+    def _caller_ids(self) -> tuple[str, ...]:
+        if self._caller_id is None:
+            raise RuntimeError("clients.others exists only inside a hub connection.")
+        return (self._caller_id,)

@@ -1,0 +1,32 @@
+"""The connection context a hub sees: who is connected, from where, how, since when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class ConnectionContext:
+    """Facts about one hub connection, plus ``items``, a store hub code may use freely.
+
+    ``groups`` maps each hub group the connection joined to the metadata given when it joined.
+    """
+
+    connection_id: str
+    hub: str
+    user: Any
+    remote_address: str | None
+    user_agent: str | None
+    connected_at: datetime
+    protocol: str | None = None
+    items: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def user_id(self) -> str | None:
+        """The user's primary key as a string, or None when anonymous."""
+        if self.user is None or not getattr(self.user, "is_authenticated", False):
+            return None
+        return str(self.user.pk)

@@ -1,0 +1,661 @@
+"""``Hub`` and ``SecureHub``: Channels consumers that speak the SignalR hub protocol.
+
+A hub subclass declares client-callable methods with ``@hub_method`` and may override the
+lifecycle hooks. One instance serves one WebSocket connection:
+
+1. ``websocket.connect``: origin, user and negotiated connection id are checked, then
+   ``authorize(context)`` runs; a refusal closes before accept (HTTP 403).
+2. The handshake (JSON text, or bytes for MessagePack clients) picks the protocol; the reply goes
+   out, the connection joins its system groups, then ``on_connection_established(context)`` runs.
+3. Invocations run one at a time per connection in a worker task, so the receive loop and
+   channel-layer deliveries never wait for hub code; streaming invocations run beside them.
+4. A keep-alive timer pings whenever nothing was sent for ``KEEP_ALIVE_INTERVAL`` and closes
+   clients silent for ``CLIENT_TIMEOUT`` (counted from their first Ping).
+5. On disconnect, tasks are cancelled, groups left, then ``on_connection_lost(context, exc)`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
+
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from django.contrib.auth.models import AnonymousUser
+
+from . import client_errors, connections
+from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_token
+from .clients import HubClients
+from .conf import conduit_settings
+from .context import ConnectionContext
+from .errors import HubDenied, HubError
+from .methods import MethodSpec, collect_methods
+from .metrics import hub_metrics
+from .naming import (
+    all_channel,
+    connection_channel,
+    group_channel,
+    user_channel,
+    validate_group_name,
+)
+from .outbound import Outbound
+from .payloads import to_wire
+from .protocol import (
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HandshakeError,
+    HandshakeParser,
+    HubMessage,
+    HubProtocol,
+    InvocationMessage,
+    MessageTooLargeError,
+    PingMessage,
+    ProtocolError,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    get_protocol,
+    handshake_response,
+)
+from .security import origin_allowed
+
+logger = logging.getLogger(__name__)
+
+_RECENT_IDS = 256
+
+
+class ConnectionLost(Exception):
+    """Passed to ``on_connection_lost`` when the socket closed abnormally."""
+
+
+class HubGroups:
+    """Group membership of the current connection (``self.groups`` in hub code)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    async def add(self, group: str, metadata: dict[str, Any] | None = None) -> None:
+        """Join hub group ``group``; ``metadata`` is kept with the membership."""
+        await self._hub._join_group(validate_group_name(group), dict(metadata or {}))
+
+    async def discard(self, group: str) -> None:
+        """Leave hub group ``group`` (no error if not a member)."""
+        await self._hub._leave_group(validate_group_name(group))
+
+
+class Hub(AsyncConsumer):
+    """Base class of SignalR hubs. Anonymous clients are allowed; see ``SecureHub``."""
+
+    #: Name used in URLs, logs and metrics; default: the class name in kebab case without "Hub".
+    hub_name: ClassVar[str | None] = None
+    #: Hubs with the same namespace share groups and users (``TaskHub`` and ``VideoGenerationHub``).
+    group_namespace: ClassVar[str | None] = None
+    #: Refuse clients that are not authenticated (at negotiate and at the WebSocket).
+    require_authentication: ClassVar[bool] = False
+    #: Channel layer alias.
+    channel_layer_alias: ClassVar[str] = "default"
+    #: Monotonic clock for the timers; tests may replace it.
+    clock: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
+
+    _methods: ClassVar[dict[str, MethodSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._methods = collect_methods(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.context: ConnectionContext | None = None
+        self.protocol: HubProtocol | None = None
+        self.groups = HubGroups(self)
+        self.clients: HubClients | None = None
+        self._handshake = HandshakeParser(max_size=conduit_settings.MAX_MESSAGE_SIZE)
+        self._decoder: Any = None
+        self._established = False
+        self._closed = False
+        self._torn_down = False
+        self._close_error: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._streams: dict[str, asyncio.Task[Any]] = {}
+        self._client_cancelled: set[str] = set()
+        self._invocations: asyncio.Queue[InvocationMessage] | None = None
+        self._system_groups: list[str] = []
+        self._recent_ids: deque[str] = deque(maxlen=_RECENT_IDS)
+        self._recent_set: set[str] = set()
+        self._last_sent = 0.0
+        self._last_received = 0.0
+        self._client_pinged = False
+
+    # ----------------------------------------------------------------------------- class helpers
+
+    @classmethod
+    def get_hub_name(cls) -> str:
+        """The hub's name (``hub_name``, else derived from the class name)."""
+        if cls.hub_name:
+            return cls.hub_name
+        base = cls.__name__.removesuffix("Hub") or cls.__name__
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", base).lower()
+
+    @classmethod
+    def get_group_namespace(cls) -> str:
+        """The namespace of the hub's groups and user channels."""
+        return cls.group_namespace or cls.get_hub_name()
+
+    # ----------------------------------------------------------------------------- hooks
+
+    async def authorize(self, context: ConnectionContext) -> None:
+        """Runs before the WebSocket is accepted; raise ``HubDenied`` to refuse the client."""
+
+    async def on_connection_established(self, context: ConnectionContext) -> None:
+        """Runs once the handshake succeeded, before any invocation of the client is handled.
+
+        An exception here closes the connection with an error (and no reconnect advice).
+        """
+
+    async def on_connection_lost(self, context: ConnectionContext, exc: BaseException | None) -> None:
+        """Runs after the connection closed and its groups were left.
+
+        ``exc`` is None for a clean close (by either side), else what went wrong.
+        """
+
+    # ----------------------------------------------------------------------------- public API
+
+    @property
+    def connection_id(self) -> str | None:
+        return self.context.connection_id if self.context else None
+
+    @property
+    def user(self) -> Any:
+        return self.context.user if self.context else None
+
+    async def add_to_group_with_metadata(self, group: str, metadata: dict[str, Any]) -> None:
+        """Join ``group`` and keep ``metadata`` with the membership (``context.groups``)."""
+        await self.groups.add(group, metadata)
+
+    async def abort(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
+        """Close this connection, telling the client ``error`` in a Close message."""
+        await self._close_with(error, allow_reconnect=allow_reconnect)
+
+    # ----------------------------------------------------------------------------- dispatch
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route ASGI and layer messages to handlers.
+
+        Unlike Channels' base consumer, this does not close old database connections before
+        every message: deliveries never touch the database, and hub methods that do run through
+        ``database_sync_to_async``, which manages connections around the call.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            hub_metrics().errors.labels(where="unknown_layer_message").inc()
+            logger.warning("%s: no handler for message type %r.", self.get_hub_name(), message.get("type"))
+            return
+        await handler(message)
+
+    # ----------------------------------------------------------------------------- connect
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        try:
+            self.context = await self._open()
+            await self.authorize(self.context)
+        except HubDenied as exc:
+            logger.info("%s: refused a connection: %s", self.get_hub_name(), exc.message)
+            self._closed = True
+            await self.base_send({"type": "websocket.close"})
+            return
+        await self.base_send({"type": "websocket.accept"})
+        self._last_received = self._last_sent = self.clock()
+        self._spawn(self._handshake_deadline())
+
+    async def _open(self) -> ConnectionContext:
+        headers: list[tuple[bytes, bytes]] = list(self.scope.get("headers") or [])
+        header = {k.lower(): v.decode("latin1") for k, v in headers}
+        if not origin_allowed(header.get(b"origin"), header.get(b"host")):
+            raise HubDenied("Origin not allowed.")
+
+        query_string: bytes = self.scope.get("query_string") or b""
+        token = token_from_headers_and_query(headers, query_string)
+        if token is not None:
+            try:
+                user = await database_sync_to_async(user_from_token)(token)
+            except InvalidToken as exc:
+                raise HubDenied("Invalid or expired access token.") from exc
+        else:
+            user = self.scope.get("user") or AnonymousUser()
+        authenticated = bool(getattr(user, "is_authenticated", False))
+        if self.require_authentication and not authenticated:
+            raise HubDenied("Authentication required.")
+        user_pk = str(user.pk) if authenticated else None
+
+        ids = parse_qs(query_string.decode("latin1")).get("id")
+        if ids:
+            negotiated = await connections.aclaim(ids[0])
+            if negotiated is None or negotiated.hub != self.get_hub_name():
+                raise HubDenied("No connection with that ID.")
+            if negotiated.user_pk != user_pk:
+                raise HubDenied("The connection was negotiated for another user.")
+            connection_id = negotiated.connection_id
+        else:  # skipNegotiation: the client connects straight to the hub URL.
+            connection_id = connections.new_connection_id()
+
+        client = self.scope.get("client")
+        self.clients = HubClients(
+            hub_name=self.get_hub_name(),
+            namespace=self.get_group_namespace(),
+            layer_alias=self.channel_layer_alias,
+            caller_id=connection_id,
+            caller_writer=self._write_outbound,
+        )
+        return ConnectionContext(
+            connection_id=connection_id,
+            hub=self.get_hub_name(),
+            user=user,
+            remote_address=client[0] if client else None,
+            user_agent=header.get(b"x-signalr-user-agent") or header.get(b"user-agent"),
+            connected_at=datetime.now(UTC),
+        )
+
+    async def _handshake_deadline(self) -> None:
+        await asyncio.sleep(conduit_settings.HANDSHAKE_TIMEOUT)
+        if self.protocol is None and not self._closed:
+            await self._fail_handshake("Handshake was canceled.")
+
+    async def _fail_handshake(self, error: str) -> None:
+        logger.info("%s: handshake failed: %s", self.get_hub_name(), error)
+        hub_metrics().protocol_errors.labels(hub=self.get_hub_name(), kind="handshake").inc()
+        await self._send_frame(handshake_response(error).decode("utf-8"))
+        self._close_error = error
+        await self._close_socket()
+
+    # ----------------------------------------------------------------------------- receive
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+        if data is None or self._closed or self.context is None:
+            return
+        self._last_received = self.clock()
+        try:
+            if self.protocol is None:
+                await self._receive_handshake(data)
+            else:
+                await self._receive_messages(data)
+        except Exception:
+            logger.exception("%s: error while handling a client frame.", self.get_hub_name())
+            hub_metrics().errors.labels(where="receive").inc()
+            await self._close_with("Connection closed with an error.", allow_reconnect=True)
+
+    async def _receive_handshake(self, data: str | bytes) -> None:
+        try:
+            parsed = self._handshake.feed(data)
+            if parsed is None:
+                return
+            request, rest = parsed
+            protocol = get_protocol(request.protocol)
+        except HandshakeError as exc:
+            await self._fail_handshake(str(exc))
+            return
+        if not protocol.is_version_supported(request.version):
+            await self._fail_handshake(
+                f"The server does not support version {request.version} of the '{protocol.name}' protocol."
+            )
+            return
+        assert self.context is not None
+        self.protocol = protocol
+        self.context.protocol = protocol.name
+        self._decoder = protocol.decoder(conduit_settings.MAX_MESSAGE_SIZE)
+        reply = handshake_response()
+        await self._send_frame(reply if protocol.transfer_format == "Binary" else reply.decode("utf-8"))
+
+        await self._join_system_groups()
+        try:
+            await self.on_connection_established(self.context)
+        except Exception:
+            logger.exception("%s: on_connection_established failed.", self.get_hub_name())
+            hub_metrics().errors.labels(where="on_connection_established").inc()
+            await self._close_with("Connection closed with an error.", allow_reconnect=False)
+            return
+        self._established = True
+        self._invocations = asyncio.Queue(maxsize=conduit_settings.MAX_PENDING_INVOCATIONS)
+        self._spawn(self._invocation_worker())
+        self._spawn(self._keep_alive())
+        if rest:
+            await self._receive_messages(rest)
+
+    async def _receive_messages(self, data: str | bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except MessageTooLargeError as exc:
+            hub_metrics().protocol_errors.labels(hub=self.get_hub_name(), kind="too_large").inc()
+            await self._close_with(str(exc), allow_reconnect=False)
+            return
+        except ProtocolError as exc:
+            hub_metrics().protocol_errors.labels(hub=self.get_hub_name(), kind="invalid").inc()
+            logger.info("%s: closing %s: invalid message: %s", self.get_hub_name(), self.connection_id, exc)
+            await self._close_with(f"Connection closed with an error. Invalid message: {exc}")
+            return
+        for msg in messages:
+            await self._handle_message(msg)
+            if self._closed:
+                return
+
+    async def _handle_message(self, msg: HubMessage) -> None:
+        if isinstance(msg, StreamInvocationMessage):
+            await self._start_stream(msg)
+        elif isinstance(msg, InvocationMessage):
+            assert self._invocations is not None
+            try:
+                self._invocations.put_nowait(msg)
+            except asyncio.QueueFull:
+                await self._complete(
+                    msg, error=f"Failed to invoke '{msg.target}': too many pending invocations."
+                )
+        elif isinstance(msg, CancelInvocationMessage):
+            task = self._streams.get(msg.invocation_id)
+            if task is not None:
+                self._client_cancelled.add(msg.invocation_id)
+                task.cancel()
+        elif isinstance(msg, PingMessage):
+            self._client_pinged = True
+        elif isinstance(msg, CloseMessage):
+            await self._close_socket()
+        # Completions (client results), stream items (uploads), Ack and Sequence (stateful
+        # reconnect) are features this server does not offer; they are ignored as ASP.NET
+        # ignores what it does not expect.
+
+    # ----------------------------------------------------------------------------- invocations
+
+    async def _invocation_worker(self) -> None:
+        assert self._invocations is not None
+        while True:
+            msg = await self._invocations.get()
+            await self._invoke(msg)
+
+    def _bind(self, msg: InvocationMessage) -> tuple[MethodSpec | None, str | None]:
+        """The method an invocation names, or the error the client gets instead."""
+        target = msg.target
+        spec = self._methods.get(target.lower())
+        if spec is None:
+            return None, client_errors.method_missing(target)
+        if spec.streaming != isinstance(msg, StreamInvocationMessage):
+            return None, client_errors.streaming_mismatch(target, method_streams=spec.streaming)
+        if msg.stream_ids:
+            return None, client_errors.uploads_unsupported(target)
+        if not spec.accepts(len(msg.arguments)):
+            return None, client_errors.wrong_argument_count(target, len(msg.arguments), spec.expected())
+        return spec, None
+
+    async def _invoke(self, msg: InvocationMessage) -> None:
+        hub = self.get_hub_name()
+        spec, error = self._bind(msg)
+        if spec is None:
+            hub_metrics().invocations.labels(hub=hub, method="unknown", outcome="rejected").inc()
+            await self._complete(msg, error=error)
+            return
+        method = getattr(self, spec.attribute)
+        try:
+            if spec.is_async:
+                result = await method(*msg.arguments)
+            else:
+                result = await database_sync_to_async(method)(*msg.arguments)
+        except HubError as exc:
+            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="hub_error").inc()
+            await self._complete(
+                msg, error=client_errors.invocation_failed(msg.target, hub_error=exc.message)
+            )
+            return
+        except Exception as exc:
+            logger.exception("%s: hub method %s raised.", hub, spec.wire_name)
+            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="error").inc()
+            detail = self._detail(exc)
+            await self._complete(msg, error=client_errors.invocation_failed(msg.target, detail=detail))
+            return
+        hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="ok").inc()
+        if msg.invocation_id:
+            await self._write(CompletionMessage.with_result(msg.invocation_id, to_wire(result)))
+
+    @staticmethod
+    def _detail(exc: Exception) -> str | None:
+        """Exception type and text for clients, only with ``ENABLE_DETAILED_ERRORS``."""
+        if conduit_settings.ENABLE_DETAILED_ERRORS:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def _complete(self, msg: InvocationMessage, *, error: str | None) -> None:
+        if msg.invocation_id and not self._closed:
+            await self._write(CompletionMessage.with_error(msg.invocation_id, error or "Invocation failed."))
+
+    async def _start_stream(self, msg: StreamInvocationMessage) -> None:
+        if msg.invocation_id in self._streams:
+            await self._complete(msg, error=client_errors.duplicate_invocation_id(msg.invocation_id))
+            return
+        spec, error = self._bind(msg)
+        if spec is None:
+            hub_metrics().invocations.labels(
+                hub=self.get_hub_name(), method="unknown", outcome="rejected"
+            ).inc()
+            await self._complete(msg, error=error)
+            return
+        task = self._spawn(self._run_stream(msg, spec))
+        self._streams[msg.invocation_id] = task
+
+    async def _run_stream(self, msg: StreamInvocationMessage, spec: MethodSpec) -> None:
+        invocation_id, hub = msg.invocation_id, self.get_hub_name()
+        outcome = "ok"
+        try:
+            stream = getattr(self, spec.attribute)(*msg.arguments)
+            try:
+                async for item in stream:
+                    await self._write(StreamItemMessage(invocation_id, to_wire(item)))
+            finally:
+                await stream.aclose()
+            await self._write(CompletionMessage.empty(invocation_id))
+        except asyncio.CancelledError:
+            if invocation_id not in self._client_cancelled:
+                raise  # the connection is going away: nothing more to send
+            # The client cancelled: not an error, but the invocation still gets its Completion.
+            await self._write(CompletionMessage.empty(invocation_id))
+        except HubError as exc:
+            outcome = "hub_error"
+            error = client_errors.stream_failed(hub_error=exc.message)
+            await self._write(CompletionMessage.with_error(invocation_id, error))
+        except Exception as exc:
+            outcome = "error"
+            logger.exception("%s: streaming hub method %s raised.", hub, spec.wire_name)
+            error = client_errors.stream_failed(detail=self._detail(exc))
+            await self._write(CompletionMessage.with_error(invocation_id, error))
+        finally:
+            self._streams.pop(invocation_id, None)
+            self._client_cancelled.discard(invocation_id)
+            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome=outcome).inc()
+
+    # ----------------------------------------------------------------------------- keep-alive
+
+    async def _keep_alive(self) -> None:
+        interval = conduit_settings.KEEP_ALIVE_INTERVAL
+        timeout = conduit_settings.CLIENT_TIMEOUT
+        while not self._closed:
+            due = self._last_sent + interval
+            if self._client_pinged:
+                due = min(due, self._last_received + timeout)
+            await asyncio.sleep(max(0.0, due - self.clock()))
+            now = self.clock()
+            if self._client_pinged and now - self._last_received >= timeout:
+                logger.info("%s: client %s timed out.", self.get_hub_name(), self.connection_id)
+                await self._close_with(
+                    "Server timeout elapsed without receiving a message from the client.",
+                    allow_reconnect=True,
+                )
+                return
+            if now - self._last_sent >= interval:
+                await self._write(PingMessage())
+
+    # ----------------------------------------------------------------------------- layer events
+
+    async def conduit_deliver(self, message: dict[str, Any]) -> None:
+        """A server event from the channel layer: write this protocol's pre-encoded record."""
+        if not self._established or self._closed or self.protocol is None:
+            return
+        exclude = message.get("exclude")
+        if exclude and self.connection_id in exclude:
+            return
+        message_id = message.get("id")
+        if message_id is not None:
+            # One event sent to several groups reaches a member of both once.
+            if message_id in self._recent_set:
+                return
+            if len(self._recent_ids) == self._recent_ids.maxlen:
+                self._recent_set.discard(self._recent_ids[0])
+            self._recent_ids.append(message_id)
+            self._recent_set.add(message_id)
+        record = message["records"][self.protocol.name]
+        await self._send_frame(record)
+
+    async def conduit_group_add(self, message: dict[str, Any]) -> None:
+        """Join a group on request of code outside this connection (``HubContext.groups``)."""
+        if self._established and not self._closed:
+            await self._join_group(message["group"], dict(message.get("metadata") or {}))
+
+    async def conduit_group_discard(self, message: dict[str, Any]) -> None:
+        """Leave a group on request of code outside this connection."""
+        if self._established and not self._closed:
+            await self._leave_group(message["group"])
+
+    async def conduit_close(self, message: dict[str, Any]) -> None:
+        """Close this connection on request of code outside it (admin, stale cleanup)."""
+        await self._close_with(message.get("error"), allow_reconnect=bool(message.get("allow_reconnect")))
+
+    # ----------------------------------------------------------------------------- groups
+
+    async def _join_system_groups(self) -> None:
+        assert self.context is not None
+        channels = [
+            connection_channel(self.context.connection_id),
+            all_channel(self.get_hub_name()),
+        ]
+        if self.context.user_id is not None:
+            channels.append(user_channel(self.get_group_namespace(), self.context.user_id))
+        for channel in channels:
+            await self.channel_layer.group_add(channel, self.channel_name)
+            self._system_groups.append(channel)
+
+    async def _join_group(self, group: str, metadata: dict[str, Any]) -> None:
+        assert self.context is not None
+        await self.channel_layer.group_add(
+            group_channel(self.get_group_namespace(), group), self.channel_name
+        )
+        self.context.groups[group] = metadata
+
+    async def _leave_group(self, group: str) -> None:
+        assert self.context is not None
+        await self.channel_layer.group_discard(
+            group_channel(self.get_group_namespace(), group), self.channel_name
+        )
+        self.context.groups.pop(group, None)
+
+    # ----------------------------------------------------------------------------- sending
+
+    async def _send_frame(self, data: str | bytes) -> None:
+        if self._closed:
+            return
+        self._last_sent = self.clock()
+        if isinstance(data, str):
+            await self.base_send({"type": "websocket.send", "text": data})
+        else:
+            await self.base_send({"type": "websocket.send", "bytes": data})
+
+    async def _write(self, *messages: HubMessage) -> None:
+        """Encode and send whole records in one frame (a record is never split)."""
+        if self.protocol is None or self._closed:
+            return
+        data = self.protocol.encode_many(messages)
+        await self._send_frame(data.decode("utf-8") if self.protocol.transfer_format == "Text" else data)
+
+    async def _write_outbound(self, outbound: Outbound) -> None:
+        if self.protocol is not None:
+            await self._send_frame(outbound.records[self.protocol.name])
+
+    # ----------------------------------------------------------------------------- closing
+
+    async def _close_with(self, error: str | None, *, allow_reconnect: bool = False) -> None:
+        if self._closed:
+            return
+        self._close_error = error
+        if self.protocol is not None:
+            await self._write(CloseMessage(error=error, allow_reconnect=allow_reconnect))
+        await self._close_socket()
+
+    async def _close_socket(self) -> None:
+        if self._closed:
+            return
+        await self.base_send({"type": "websocket.close", "code": 1000})
+        self._closed = True
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        code = message.get("code")
+        exc: BaseException | None = None
+        if self._close_error:
+            exc = ConnectionLost(self._close_error)
+        elif not self._closed and code not in (1000, 1001, None):
+            exc = ConnectionLost(f"WebSocket closed with status code {code}.")
+        self._closed = True
+        await self._teardown(exc)
+        raise StopConsumer()
+
+    async def _teardown(self, exc: BaseException | None) -> None:
+        if self._torn_down:
+            return
+        self._torn_down = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.context is None:
+            return
+        channels = self._system_groups + [
+            group_channel(self.get_group_namespace(), g) for g in self.context.groups
+        ]
+        for channel in channels:
+            try:
+                await self.channel_layer.group_discard(channel, self.channel_name)
+            except Exception:
+                logger.exception("%s: could not leave %s.", self.get_hub_name(), channel)
+                hub_metrics().errors.labels(where="group_discard").inc()
+        if self.protocol is not None:
+            try:
+                await self.on_connection_lost(self.context, exc)
+            except Exception:
+                logger.exception("%s: on_connection_lost failed.", self.get_hub_name())
+                hub_metrics().errors.labels(where="on_connection_lost").inc()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            hub_metrics().errors.labels(where="background_task").inc()
+            logger.error("%s: background task failed.", self.get_hub_name(), exc_info=task.exception())
+
+
+class SecureHub(Hub):
+    """A hub that only authenticated users reach: refused at negotiate (401) and WebSocket (403).
+
+    Users authenticate with the Django session, or a token (``Authorization: Bearer`` header or
+    ``access_token`` query parameter) that a ``TOKEN_VALIDATORS`` entry accepts.
+    """
+
+    require_authentication = True

@@ -1,0 +1,38 @@
+"""``manage.py serve [--host H] [--port P]``: run daphne with tokens kept out of its access log."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from hubs.logging import RedactingStream
+
+
+class Command(BaseCommand):
+    help = "Serve the ASGI application with daphne (HTTP and WebSockets)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-access-log", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+        from django.conf import settings
+        from django.utils.module_loading import import_string
+
+        application = import_string(settings.ASGI_APPLICATION)
+        self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/", ending="\n")
+        self.stdout.flush()
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"]),
+            access_log_stream=None if options["no_access_log"] else RedactingStream(sys.stdout),
+            websocket_handshake_timeout=5,
+            application_close_timeout=10,
+            ping_interval=20,
+            ping_timeout=30,
+        ).run()

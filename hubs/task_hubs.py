@@ -1,0 +1,90 @@
+"""The task hubs: ``TaskHub`` (``/hubs/tasks``) and ``VideoGenerationHub`` (``/hubs/video-generation``).
+
+Clients subscribe to the tasks they own and receive ``TaskStarted``, ``TaskProgress``,
+``TaskCompleted``, ``TaskFailed`` and ``TaskCancelled`` (see ``hubs.task_events``). Both hubs
+share one group namespace, so a task event reaches subscribers of either hub with one send.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from channels.db import database_sync_to_async
+
+from .errors import HubError
+from .hub import SecureHub
+from .methods import hub_method
+from .models import Task, task_group
+from .payloads import utc_timestamp
+
+TASK_NOT_FOUND = "Task not found."
+
+
+class TaskHubBase(SecureHub):
+    """Subscribe/unsubscribe to owned tasks, and Ping."""
+
+    group_namespace = "tasks"
+    #: Restrict subscriptions to these task types (None: any type).
+    task_types: ClassVar[tuple[str, ...] | None] = None
+
+    @hub_method
+    async def subscribe_to_task(self, task_id: str) -> dict[str, Any]:
+        """Join the task's group; answer its current state. Someone else's task is "not found"."""
+        task = await self._owned_task(task_id)
+        await self.add_to_group_with_metadata(task_group(task.id), {"taskId": str(task.id)})
+        return {
+            "taskId": str(task.id),
+            "taskType": task.task_type,
+            "status": task.status,
+            "progressPercentage": task.progress,
+            "message": task.message or None,
+        }
+
+    @hub_method
+    async def unsubscribe_from_task(self, task_id: str) -> None:
+        """Leave the task's group (no error when not subscribed)."""
+        await self.groups.discard(task_group(self._parse_id(task_id)))
+
+    @hub_method
+    async def ping(self) -> dict[str, str]:
+        """Answer at once; clients time the round trip to judge the connection's quality."""
+        return {"pong": "ok", "serverTime": utc_timestamp()}
+
+    @staticmethod
+    def _parse_id(task_id: object) -> uuid.UUID:
+        if not isinstance(task_id, str):
+            raise HubError("A task id must be a string.")
+        try:
+            return uuid.UUID(task_id)
+        except ValueError as exc:
+            raise HubError(TASK_NOT_FOUND) from exc
+
+    async def _owned_task(self, task_id: object) -> Task:
+        pk = self._parse_id(task_id)
+        user_id = self.context.user_id if self.context else None
+        task = await database_sync_to_async(self._find_task)(pk, user_id)
+        if task is None:
+            raise HubError(TASK_NOT_FOUND)
+        return task
+
+    def _find_task(self, pk: uuid.UUID, user_id: str | None) -> Task | None:
+        if user_id is None:
+            return None
+        tasks = Task.objects.filter(pk=pk, owner_id=user_id)
+        if self.task_types is not None:
+            tasks = tasks.filter(task_type__in=self.task_types)
+        return tasks.first()
+
+
+class TaskHub(TaskHubBase):
+    """Progress of any of the caller's tasks, at ``/hubs/tasks``."""
+
+    hub_name = "tasks"
+
+
+class VideoGenerationHub(TaskHubBase):
+    """Progress of the caller's video-generation tasks, at ``/hubs/video-generation``."""
+
+    hub_name = "video-generation"
+    task_types = ("video-generation",)

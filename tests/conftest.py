@@ -1,0 +1,97 @@
+"""Shared fixtures: users, tokens, tasks, and hub clients over Channels' communicator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+
+from hubs.auth.tokens import issue_token
+from hubs.models import Task
+from hubs.routing import websocket_application
+from tests.support.hub_client import HubClient
+
+TEST_HUBS = {
+    "hubs/tasks": "hubs.task_hubs.TaskHub",
+    "hubs/video-generation": "hubs.task_hubs.VideoGenerationHub",
+    "hubs/echo": "tests.support.echo_hub.EchoHub",
+}
+
+
+@pytest.fixture
+def ws_app():
+    return websocket_application(TEST_HUBS)
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., object]:
+    def make(username: str = "alice"):
+        return get_user_model().objects.create_user(username=username, password="pw")
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def alice_token(alice) -> str:
+    return issue_token(alice)
+
+
+@pytest.fixture
+def alice_task(alice) -> Task:
+    return Task.objects.create(owner=alice)
+
+
+@pytest.fixture
+def bob_task(bob) -> Task:
+    return Task.objects.create(owner=bob)
+
+
+@pytest.fixture
+async def hub_client(ws_app) -> AsyncIterator[Callable[..., object]]:
+    """Factory: ``await hub_client(path, token=..., protocol=...)`` → connected, handshaken client."""
+    opened: list[HubClient] = []
+
+    async def open_client(
+        path: str = "/hubs/tasks",
+        *,
+        token: str | None = None,
+        protocol: str = "json",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        handshake: bool = True,
+    ) -> HubClient:
+        all_headers = list(headers or [])
+        if token is not None:
+            all_headers.append((b"authorization", f"Bearer {token}".encode()))
+        communicator = WebsocketCommunicator(ws_app, path, headers=all_headers)
+        client = HubClient(communicator, protocol)
+        connected, _ = await client.connect()
+        assert connected, f"connection to {path} refused"
+        opened.append(client)
+        if handshake:
+            assert await client.handshake() == {}
+        return client
+
+    yield open_client
+    for client in opened:
+        try:
+            await client.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def async_db():
+    return database_sync_to_async
