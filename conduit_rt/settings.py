@@ -6,6 +6,7 @@ Environment variables:
   connections, and Celery's broker to Redis, so several processes share one state.
 - ``DATABASE_URL``: ``sqlite:///path`` or ``postgres://user@host/db`` (dj-database-url form).
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
+- ``CELERY_TASK_ALWAYS_EAGER``: run Celery tasks in the calling process (default: without Redis).
 - ``CONDUIT_RT_<KEY>``: overrides one key of ``CONDUIT_RT`` (see ``docs/settings.md``).
 """
 
@@ -130,12 +131,13 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_TASK_ALWAYS_EAGER = False
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "memory://"
-    CELERY_TASK_ALWAYS_EAGER = True
+
+# Eager (in the server process) in the embedded mode; a real worker once Redis is there.
+CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from hubs.routing import negotiate_urls
 
@@ -14,5 +16,6 @@ urlpatterns = [
     path("", views.demo, name="demo"),
     path("api/tasks/", views.create_task, name="create-task"),
     path("admin/", admin.site.urls),
+    path("favicon.ico", RedirectView.as_view(url=static("demo/favicon.svg"), permanent=True)),
     *negotiate_urls(HUBS),
 ]

@@ -22,4 +22,6 @@ class Command(BaseCommand):
         user_model._default_manager.create_superuser(
             username=options["username"], password=options["password"], email=""
         )
-        self.stdout.write(f"Created the demo user {options['username']!r} (password {options['password']!r}).")
+        self.stdout.write(
+            f"Created the demo user {options['username']!r} (password {options['password']!r})."
+        )

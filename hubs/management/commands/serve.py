@@ -19,10 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-access-log", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from daphne.access import AccessLogGenerator
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
         from django.conf import settings
         from django.utils.module_loading import import_string
+
+        from hubs.conf import conduit_settings
 
         application = import_string(settings.ASGI_APPLICATION)
         self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/", ending="\n")
@@ -30,7 +33,13 @@ class Command(BaseCommand):
         Server(
             application=application,
             endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"]),
-            access_log_stream=None if options["no_access_log"] else RedactingStream(sys.stdout),
+            action_logger=None
+            if options["no_access_log"]
+            else AccessLogGenerator(RedactingStream(sys.stdout)),
+            # Frames may batch several records; each record is then held to MAX_MESSAGE_SIZE by the
+            # hub, which answers with a clear error instead of a bare close.
+            websocket_max_message_size=max(1024 * 1024, 2 * conduit_settings.MAX_MESSAGE_SIZE),
+            websocket_max_frame_size=max(1024 * 1024, 2 * conduit_settings.MAX_MESSAGE_SIZE),
             websocket_handshake_timeout=5,
             application_close_timeout=10,
             ping_interval=20,

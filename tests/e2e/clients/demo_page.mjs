@@ -1,0 +1,44 @@
+// Drive the demo page in headless Chromium: log in, start a task, wait for the progress bar to
+// reach 100 and the status to read "completed", save a screenshot.
+//
+// node demo_page.mjs '{"url", "username", "password", "screenshot", "timeoutMs"}'
+// Prints one JSON line: {"ok": true, "progress": 100, "status": "...", "events": n} or {"ok": false, "error"}.
+import { chromium } from "playwright-core";
+
+const cfg = JSON.parse(process.argv[2]);
+const timeout = cfg.timeoutMs ?? 30000;
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const consoleErrors = [];
+try {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(timeout);
+  page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
+  page.on("response", (response) => {
+    if (response.status() >= 400) consoleErrors.push(`${response.status()} ${response.url()}`);
+  });
+  await page.goto(`${cfg.url}/`);
+  await page.fill("#id_username", cfg.username);
+  await page.fill("#id_password", cfg.password);
+  await Promise.all([page.waitForURL(`${cfg.url}/`), page.click("input[type=submit]")]);
+  await page.waitForSelector("#connection[data-state=connected]");
+  await page.waitForSelector("#start:not([disabled])");
+  await page.click("#start");
+  await page.waitForFunction(() => document.getElementById("progress").value === 100);
+  await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("completed"));
+  const result = await page.evaluate(() => ({
+    progress: document.getElementById("progress").value,
+    status: document.getElementById("status").textContent,
+    events: [...document.querySelectorAll("#events li")].map((li) => li.textContent.split(" ")[1]),
+  }));
+  if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
+  console.log(JSON.stringify({ ok: true, ...result, consoleErrors }));
+} catch (error) {
+  console.log(JSON.stringify({ ok: false, error: String(error), consoleErrors }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,120 @@
+"""Fixtures of the end-to-end tests: Redis, a migrated site, servers and client processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .harness import ROOT, ClientProcess, Site
+
+REDIS_DB = os.environ.get("CONDUIT_TEST_REDIS_DB", "9")
+
+
+def _redis_ping() -> bool:
+    return (
+        subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+        == "PONG"
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on 127.0.0.1:6379 (started when missing), database ``CONDUIT_TEST_REDIS_DB`` emptied."""
+    if not _redis_ping():
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+            timeout=10,
+        )
+        deadline = time.monotonic() + 10
+        while not _redis_ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.1)
+    subprocess.run(["redis-cli", "-n", REDIS_DB, "flushdb"], check=True, capture_output=True, timeout=10)
+    return f"redis://127.0.0.1:6379/{REDIS_DB}"
+
+
+def site_env(db_path: str, redis_url: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONDUIT_RT_", "DJANGO_", "REDIS_URL", "DATABASE_URL", "PYTEST"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "conduit_rt.settings",
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def make_site(tmp_path_factory, redis_url) -> Iterator[Callable[..., Site]]:
+    """Factory of migrated sites: ``make_site(redis=True, **env)``."""
+    sites: list[Site] = []
+
+    def make(*, redis: bool = True, **extra: str) -> Site:
+        workdir = tmp_path_factory.mktemp("site")
+        site = Site(workdir, site_env(str(workdir / "db.sqlite3"), redis_url if redis else None, **extra))
+        site.manage("migrate", "--no-input", "-v", "0", timeout=120)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+
+
+@pytest.fixture(scope="session")
+def site(make_site) -> Site:
+    """The shared Redis-backed site, with short keep-alive so tests need not wait for pings."""
+    return make_site(CONDUIT_RT_KEEP_ALIVE_INTERVAL="1")
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    return site.server()
+
+
+@pytest.fixture(scope="session")
+def tokens(site) -> dict[str, str]:
+    return {name: site.token(name) for name in ("alice", "bob")}
+
+
+@pytest.fixture
+def clients() -> Iterator[list[ClientProcess]]:
+    """Client processes a test starts; all stopped at the end."""
+    started: list[ClientProcess] = []
+    yield started
+    for client in started:
+        client.close()

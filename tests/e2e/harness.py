@@ -1,0 +1,300 @@
+"""End-to-end harness: a real site (daphne, its own SQLite file, Redis) and remote-controlled clients.
+
+Everything runs as separate processes on loopback, talking to each other only as a deployment
+would: HTTP, WebSockets, the Redis channel layer and management commands.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+CLIENTS = Path(__file__).resolve().parent / "clients"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Site:
+    """One deployment's configuration: environment, database, Redis; runs commands and servers."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.servers: list[Server] = []
+        self.processes: list[subprocess.Popen[Any]] = []
+
+    def manage(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout.strip()
+
+    def server(self, port: int | None = None, env: dict[str, str] | None = None) -> Server:
+        server = Server(self, port or free_port(), env or {})
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def token(self, username: str) -> str:
+        return self.manage("issue_token", username, "--create")
+
+    def spawn(
+        self, argv: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[Any]:
+        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        for process in self.processes:
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+
+
+class Server:
+    """A daphne process serving the project (``manage.py serve``) on a loopback port."""
+
+    def __init__(self, site: Site, port: int, env: dict[str, str]) -> None:
+        self.site = site
+        self.port = port
+        self.env = env
+        self.process: subprocess.Popen[Any] | None = None
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self, timeout: float = 30) -> None:
+        self.process = self.site.spawn(
+            [PYTHON, "manage.py", "serve", "--port", str(self.port), "--no-access-log"],
+            f"daphne-{self.port}.log",
+            self.env,
+        )
+        wait_for_port(self.port, timeout, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def post_json(
+        self, path: str, token: str, body: dict[str, Any] | None = None, timeout: float = 10
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else b""
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+
+    def create_task(self, token: str) -> str:
+        status, body = self.post_json("/api/tasks/", token)
+        assert status == 201, body
+        return str(body["taskId"])
+
+
+class ClientProcess:
+    """A client driver process (see ``clients/``): JSON commands in, JSON events out."""
+
+    def __init__(self, argv: list[str], name: str) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
+        self.ids = itertools.count()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    self.events.put(json.loads(line))
+                    continue
+                except ValueError:
+                    pass
+            self.stderr.append(line)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line.rstrip())
+
+    def command(self, **command: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def expect(self, event: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
+        """The first event of this kind (and these fields) not yet taken, waiting up to ``timeout``."""
+        for index, seen in enumerate(self.seen):
+            if _matches(seen, event, match):
+                return self.seen.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.name}: no {event} {match or ''} within {timeout} s; other events: {self.seen[-10:]}; "
+                    f"output: {self.stderr[-20:]}"
+                )
+            try:
+                item = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if _matches(item, event, match):
+                return item
+            self.seen.append(item)
+
+    def assert_no(self, event: str, within: float) -> None:
+        """Fail if an event of this kind arrives within ``within`` seconds (the wait is the point)."""
+        try:
+            item = self.expect(event, timeout=within)
+        except AssertionError:
+            return
+        raise AssertionError(f"{self.name}: unexpected {item}")
+
+    def take_messages(self, target: str) -> list[dict[str, Any]]:
+        """Take the server events of ``target`` received so far (without waiting), in order."""
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        taken = [e for e in self.seen if e.get("event") == "message" and e.get("target") == target]
+        self.seen = [e for e in self.seen if e not in taken]
+        return [e["payload"] for e in taken]
+
+    def invoke(self, method: str, *args: Any, timeout: float = 10) -> dict[str, Any]:
+        """Invoke a hub method; the ``result`` or ``error`` event that answers it."""
+        call_id = str(next(self.ids))
+        self.command(cmd="invoke", id=call_id, method=method, args=list(args))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.01, deadline - time.monotonic())
+            for kind in ("result", "error"):
+                for index, seen in enumerate(self.seen):
+                    if seen.get("event") == kind and seen.get("id") == call_id:
+                        return self.seen.pop(index)
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{self.name}: no answer to {method} within {timeout} s; output: {self.stderr[-20:]}"
+                )
+            try:
+                self.seen.append(self.events.get(timeout=min(0.2, remaining)))
+            except queue.Empty:
+                pass
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.command(cmd="stop")
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                stop_process(self.process)
+
+
+def _matches(item: dict[str, Any], event: str, match: dict[str, Any]) -> bool:
+    return item.get("event") == event and all(item.get(k) == v for k, v in match.items())
+
+
+TASK_EVENTS = ["TaskStarted", "TaskProgress", "TaskCompleted", "TaskFailed", "TaskCancelled"]
+
+
+def js_client(
+    url: str, token: str, *, client: str = "10", protocol: str = "json", **options: Any
+) -> ClientProcess:
+    config = {
+        "url": url,
+        "token": token,
+        "client": client,
+        "protocol": protocol,
+        "events": TASK_EVENTS,
+        **options,
+    }
+    return ClientProcess(
+        ["node", str(CLIENTS / "js_driver.mjs"), json.dumps(config)], f"js{client}-{protocol}"
+    )
+
+
+def py_client(kind: str, url: str, token: str, *, protocol: str = "json", **options: Any) -> ClientProcess:
+    config = {"url": url, "token": token, "protocol": protocol, "events": TASK_EVENTS, **options}
+    return ClientProcess(
+        [PYTHON, str(CLIENTS / f"{kind}_driver.py"), json.dumps(config)], f"{kind}-{protocol}"
+    )

@@ -1,0 +1,77 @@
+"""The official SignalR clients against a real daphne: the ASP.NET Core scenario, for each client.
+
+Each client connects with a token, subscribes to its task, receives a TaskProgress sent by a
+separate process (``manage.py notify_task``, over Redis) within 5 s, calls Ping, and sees the
+errors for an unknown method, a wrong argument count and someone else's task.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import ClientProcess, js_client, py_client
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_KINDS = [
+    ("js", "10", "json"),
+    ("js", "10", "messagepack"),
+    ("js", "8", "json"),
+    ("js", "6", "json"),
+    ("pysignalr", None, "json"),
+    ("pysignalr", None, "messagepack"),
+    ("signalrcore", None, "json"),
+    ("signalrcore", None, "messagepack"),
+]
+
+
+def start_client(
+    kind: str, version: str | None, protocol: str, url: str, token: str, **options
+) -> ClientProcess:
+    if kind == "js":
+        return js_client(url, token, client=version or "10", protocol=protocol, **options)
+    return py_client(kind, url, token, protocol=protocol, **options)
+
+
+@pytest.mark.parametrize(
+    ("kind", "version", "protocol"), CLIENT_KINDS, ids=[f"{k}{v or ''}-{p}" for k, v, p in CLIENT_KINDS]
+)
+def test_client_scenario(site, server, tokens, clients, kind, version, protocol):
+    task_id = server.create_task(tokens["alice"])
+    foreign_task_id = server.create_task(tokens["bob"])
+    client = start_client(kind, version, protocol, f"{server.url}/hubs/tasks", tokens["alice"])
+    clients.append(client)
+    client.expect("connected", timeout=15)
+
+    subscribed = client.invoke("SubscribeToTask", task_id)
+    assert subscribed["event"] == "result", subscribed
+    assert subscribed["result"]["taskId"] == task_id
+
+    site.manage("notify_task", task_id, "--progress", "50", "--message", "half way")
+    event = client.expect("message", timeout=5, target="TaskProgress")
+    payload = event["payload"]
+    assert payload["taskId"] == task_id
+    assert payload["progressPercentage"] == 50
+    assert payload["message"] == "half way"
+    assert payload["status"] == "running"
+    assert payload["retryCount"] == 0
+    assert len(payload["messageId"]) == 32
+    assert payload["timestamp"].endswith("Z")
+
+    pong = client.invoke("Ping")
+    assert pong["event"] == "result" and pong["result"]["pong"] == "ok", pong
+
+    unknown = client.invoke("NoSuchMethod")
+    assert unknown["event"] == "error"
+    assert "Method does not exist" in unknown["message"]
+
+    wrong_count = client.invoke("SubscribeToTask")
+    assert wrong_count["event"] == "error"
+    assert "Invocation provides 0 argument(s) but target expects 1" in wrong_count["message"]
+
+    foreign = client.invoke("SubscribeToTask", foreign_task_id)
+    assert foreign["event"] == "error"
+    assert "Task not found." in foreign["message"]
+
+    # The errors ended those invocations only: the connection still serves.
+    assert client.invoke("Ping")["event"] == "result"
