@@ -208,12 +208,22 @@ class Hub(AsyncConsumer):
             await self.authorize(self.context)
         except HubDenied as exc:
             logger.info("%s: refused a connection: %s", self.get_hub_name(), exc.message)
-            self._closed = True
-            await self.base_send({"type": "websocket.close"})
+            await self._refuse()
+            return
+        except Exception:
+            logger.exception("%s: error while accepting a connection.", self.get_hub_name())
+            hub_metrics().errors.labels(where="connect").inc()
+            await self._refuse()
             return
         await self.base_send({"type": "websocket.accept"})
         self._last_received = self._last_sent = self.clock()
         self._spawn(self._handshake_deadline())
+
+    async def _refuse(self) -> None:
+        """Close before accepting: the client sees HTTP 403."""
+        self.context = None
+        self._closed = True
+        await self.base_send({"type": "websocket.close"})
 
     async def _open(self) -> ConnectionContext:
         headers: list[tuple[bytes, bytes]] = list(self.scope.get("headers") or [])

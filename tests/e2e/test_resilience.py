@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import websockets
 
-from .harness import PYTHON, js_client, wait_for_port
+from .harness import PYTHON, free_port, js_client, stop_process, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +152,19 @@ def test_port_helper_reports_dead_servers():
     process = subprocess.Popen([PYTHON, "-c", "raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match="exited with 3"):
         wait_for_port(1, 5, process)
+
+
+def test_tokens_stay_out_of_the_access_log(site, tokens):
+    port = free_port()
+    process = site.spawn([PYTHON, "manage.py", "serve", "--port", str(port)], f"access-{port}.log")
+    wait_for_port(port, 30, process)
+    token = tokens["alice"]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/hubs/tasks/negotiate?access_token={token}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200  # the query-string token authenticated the request
+    stop_process(process)
+    log = (site.workdir / f"access-{port}.log").read_text()
+    assert "/hubs/tasks/negotiate?access_token=***" in log
+    assert token not in log

@@ -142,3 +142,18 @@ async def test_browser_origins_are_checked_and_originless_clients_accepted(ws_ap
 async def test_unknown_websocket_path_is_refused(ws_app):
     communicator = WebsocketCommunicator(ws_app, "/nowhere")
     assert not (await communicator.connect(timeout=3))[0]
+
+
+async def test_an_error_while_accepting_refuses_only_that_client(ws_app, alice_token, monkeypatch):
+    from hubs.task_hubs import TaskHub
+
+    async def broken(self, context):
+        raise RuntimeError("authorize crashed")
+
+    monkeypatch.setattr(TaskHub, "authorize", broken)
+    refused = await connect(ws_app, "/hubs/tasks", alice_token)
+    assert not (await refused.connect(timeout=3))[0]
+    monkeypatch.undo()
+    fine = await connect(ws_app, "/hubs/tasks", alice_token)
+    assert (await fine.connect(timeout=3))[0]
+    await fine.disconnect()
