@@ -67,8 +67,10 @@ class Site:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout.strip()
 
-    def server(self, port: int | None = None, env: dict[str, str] | None = None) -> Server:
-        server = Server(self, port or free_port(), env or {})
+    def server(
+        self, port: int | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> Server:
+        server = Server(self, port or free_port(), env or {}, args)
         self.servers.append(server)
         server.start()
         return server
@@ -115,16 +117,17 @@ def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, time
 class Server:
     """A daphne process serving the project (``manage.py serve``) on a loopback port."""
 
-    def __init__(self, site: Site, port: int, env: dict[str, str]) -> None:
+    def __init__(self, site: Site, port: int, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.site = site
         self.port = port
         self.env = env
+        self.args = args
         self.process: subprocess.Popen[Any] | None = None
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 30) -> None:
         self.process = self.site.spawn(
-            [PYTHON, "manage.py", "serve", "--port", str(self.port), "--no-access-log"],
+            [PYTHON, "manage.py", "serve", "--port", str(self.port), "--no-access-log", *self.args],
             f"daphne-{self.port}.log",
             self.env,
         )
@@ -221,6 +224,10 @@ class ClientProcess:
             if _matches(item, event, match):
                 return item
             self.seen.append(item)
+
+    def idle(self, seconds: float) -> None:
+        """Let the connection sit idle for ``seconds`` (the idle time is what a test examines)."""
+        self.assert_no("__never__", within=seconds)
 
     def assert_no(self, event: str, within: float) -> None:
         """Fail if an event of this kind arrives within ``within`` seconds (the wait is the point)."""

@@ -75,3 +75,19 @@ def test_client_scenario(site, server, tokens, clients, kind, version, protocol)
 
     # The errors ended those invocations only: the connection still serves.
     assert client.invoke("Ping")["event"] == "result"
+
+
+@pytest.mark.parametrize("ws_ping_interval", [None, "1"], ids=["default", "daphne-pings"])
+def test_signalrcore_survives_idle_time_because_daphne_sends_no_protocol_pings(
+    site, tokens, clients, ws_ping_interval
+):
+    # signalrcore treats WebSocket ping frames as data and never answers them: with daphne's
+    # protocol pings on (the control case) it dies at the first one, a second into the idle time.
+    args = ("--ws-ping-interval", ws_ping_interval) if ws_ping_interval else ()
+    server = site.server(args=args)
+    client = py_client("signalrcore", f"{server.url}/hubs/tasks", tokens["alice"])
+    clients.append(client)
+    client.expect("connected", timeout=15)
+    client.idle(4)
+    answer = client.invoke("Ping", timeout=10)
+    assert answer["event"] == ("error" if ws_ping_interval else "result"), answer

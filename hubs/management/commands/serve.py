@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -17,6 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-access-log", action="store_true")
+        parser.add_argument(
+            "--ws-ping-interval",
+            type=float,
+            default=0,
+            help="Seconds between WebSocket protocol pings from daphne; 0 (default) sends none.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from daphne.access import AccessLogGenerator
@@ -42,6 +49,11 @@ class Command(BaseCommand):
             websocket_max_frame_size=max(1024 * 1024, 2 * conduit_settings.MAX_MESSAGE_SIZE),
             websocket_handshake_timeout=5,
             application_close_timeout=10,
-            ping_interval=20,
+            # SignalR has its own keep-alive (Ping messages both ways, CLIENT_TIMEOUT). Daphne's
+            # protocol-level pings are off by default: signalrcore treats ping frames as data and
+            # never answers them, so daphne would drop it after ping_timeout.
+            ping_interval=options["ws_ping_interval"] or math.inf,
             ping_timeout=30,
+            # No cap on a connection's lifetime (daphne's default closes after 24 h).
+            websocket_timeout=-1,
         ).run()
