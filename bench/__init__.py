@@ -1,0 +1,1 @@
+"""Benchmarks of Conduit RT that print ratios against baselines (see ``bench/README.md``)."""
