@@ -83,9 +83,11 @@ def make_site(tmp_path_factory, redis_url) -> Iterator[Callable[..., Site]]:
     """Factory of migrated sites: ``make_site(redis=True, **env)``."""
     sites: list[Site] = []
 
-    def make(*, redis: bool = True, **extra: str) -> Site:
+    def make(*, redis: bool = True, database_url: str | None = None, **extra: str) -> Site:
         workdir = tmp_path_factory.mktemp("site")
         site = Site(workdir, site_env(str(workdir / "db.sqlite3"), redis_url if redis else None, **extra))
+        if database_url:
+            site.env["DATABASE_URL"] = database_url
         site.manage("migrate", "--no-input", "-v", "0", timeout=120)
         sites.append(site)
         return site
@@ -118,3 +120,19 @@ def clients() -> Iterator[list[ClientProcess]]:
     yield started
     for client in started:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL (127.0.0.1:5432, trust auth), dropped afterwards."""
+    name = f"conduit_e2e_{os.getpid()}"
+    admin = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"]
+    subprocess.run([*admin, f'DROP DATABASE IF EXISTS "{name}"'], check=True, capture_output=True, timeout=30)
+    subprocess.run([*admin, f'CREATE DATABASE "{name}"'], check=True, capture_output=True, timeout=30)
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    subprocess.run(
+        [*admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+        check=False,
+        capture_output=True,
+        timeout=30,
+    )

@@ -91,3 +91,18 @@ def test_signalrcore_survives_idle_time_because_daphne_sends_no_protocol_pings(
     client.idle(4)
     answer = client.invoke("Ping", timeout=10)
     assert answer["event"] == ("error" if ws_ping_interval else "result"), answer
+
+
+def test_scenario_on_postgresql(make_site, postgres_url, clients):
+    # The production database: migrations, token users, task ownership and the demo API on PostgreSQL.
+    site = make_site(database_url=postgres_url)
+    server = site.server()
+    alice, bob = site.token("alice"), site.token("bob")
+    task_id, foreign_task_id = server.create_task(alice), server.create_task(bob)
+    client = js_client(f"{server.url}/hubs/tasks", alice)
+    clients.append(client)
+    client.expect("connected", timeout=15)
+    assert client.invoke("SubscribeToTask", task_id)["result"]["taskId"] == task_id
+    assert "Task not found." in client.invoke("SubscribeToTask", foreign_task_id)["message"]
+    site.manage("notify_task", task_id, "--progress", "50")
+    assert client.expect("message", timeout=5, target="TaskProgress")["payload"]["progressPercentage"] == 50
