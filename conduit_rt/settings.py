@@ -109,6 +109,15 @@ if (BASE_DIR / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser").
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/"
 
+CONDUIT_RT: dict[str, object] = {
+    # Browser origins allowed besides the request's own host (clients without Origin are accepted).
+    "ALLOWED_ORIGINS": [],
+    **environ_overrides(os.environ),
+}
+# One prefix names everything this deployment keeps in Redis (layer keys, cache keys, the Celery
+# queue), so several deployments can share one Redis without seeing each other's messages.
+key_prefix = str(CONDUIT_RT.get("KEY_PREFIX", "conduit"))  # lower case: not a Django setting
+
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 
 if REDIS_URL:
@@ -117,7 +126,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "prefix": "conduit:layer:",
+                "prefix": f"{key_prefix}:layer:",
                 "capacity": 1000,
                 "expiry": 60,
             },
@@ -127,7 +136,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "conduit",
+            "KEY_PREFIX": key_prefix,
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -140,6 +149,7 @@ else:
 # Eager (in the server process) in the embedded mode; a real worker once Redis is there.
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 
+CELERY_TASK_DEFAULT_QUEUE = key_prefix
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -147,11 +157,6 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-CONDUIT_RT: dict[str, object] = {
-    # Browser origins allowed besides the request's own host (clients without Origin are accepted).
-    "ALLOWED_ORIGINS": [],
-    **environ_overrides(os.environ),
-}
 
 LOGGING = {
     "version": 1,

@@ -25,10 +25,13 @@ logger = logging.getLogger(__name__)
 
 def run_simulation(task_id: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
     """Walk a task through TaskStarted, TaskProgress steps and TaskCompleted, saving each state."""
+    if not Task.objects.filter(pk=task_id).exists():
+        logger.warning("Simulated task %s does not exist; nothing to run.", task_id)
+        return
     sleep(conduit_settings.DEMO_TASK_START_DELAY)
     task = Task.objects.filter(pk=task_id).first()
     if task is None:
-        logger.warning("Simulated task %s no longer exists.", task_id)
+        logger.warning("Simulated task %s was deleted before it started.", task_id)
         return
     Task.objects.filter(pk=task.pk).update(status=Task.Status.RUNNING, progress=0, message="Started")
     task_events.task_started(task.pk, task_type=task.task_type, message="Started")

@@ -85,6 +85,8 @@ def make_site(tmp_path_factory, redis_url) -> Iterator[Callable[..., Site]]:
 
     def make(*, redis: bool = True, database_url: str | None = None, **extra: str) -> Site:
         workdir = tmp_path_factory.mktemp("site")
+        # Each site its own key prefix: its layer, cache and Celery queue are its own in Redis.
+        extra.setdefault("CONDUIT_RT_KEY_PREFIX", f"e2e{len(sites)}")
         site = Site(workdir, site_env(str(workdir / "db.sqlite3"), redis_url if redis else None, **extra))
         if database_url:
             site.env["DATABASE_URL"] = database_url
