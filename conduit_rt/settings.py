@@ -121,6 +121,9 @@ key_prefix = str(CONDUIT_RT.get("KEY_PREFIX", "conduit"))  # lower case: not a D
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 
 if REDIS_URL:
+    # Conduit RT's own shared state (group histories) lives in the same Redis.
+    CONDUIT_RT.setdefault("REDIS_URL", REDIS_URL)
+    CONDUIT_RT.setdefault("HISTORY_BACKEND", "hubs.delivery.history.RedisHistory")
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -3,26 +3,35 @@
 The same proxies serve hub code (``self.clients.group("g").asend(...)``) and code outside the
 server (``get_hub_context(TaskHub).clients.user(42).send(...)``). ``asend`` is the async core,
 ``send`` its sync wrapper for views, signals, management commands and Celery tasks.
+
+A message to a group is a stream message: the group's history gives it the next ``seq`` (and the
+stream's ``epoch``) before it is published, so clients can see gaps and resume.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .naming import (
-    all_channel,
-    connection_channel,
-    group_channel,
-    user_channel,
-    validate_group_name,
-)
-from .outbound import Outbound, build_outbound
+from .conf import conduit_settings
+from .delivery.history import get_history
+from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
+from .outbound import Outbound, encode_outbound
+from .payloads import build_body
 
 DirectWriter = Callable[[Outbound], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One Channels group to publish to; ``stream`` is set for hub groups (they get a seq)."""
+
+    channel: str
+    stream: bool = False
 
 
 class ClientProxy:
@@ -31,37 +40,40 @@ class ClientProxy:
     def __init__(
         self,
         layer_alias: str,
-        channels: Iterable[str],
+        targets: Iterable[Target],
         exclude: Iterable[str] = (),
         *,
         direct: DirectWriter | None = None,
     ) -> None:
         self._layer_alias = layer_alias
-        self._channels = tuple(dict.fromkeys(channels))
+        self._targets = tuple(dict.fromkeys(targets))
         self._exclude = tuple(exclude)
         self._direct = direct
 
     async def asend(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
-        """Send ``method(payload)``; returns the message id. Runs in the caller's event loop."""
-        outbound = build_outbound(method, payload, correlation_id=correlation_id)
-        await self.adeliver(outbound)
-        return outbound.message_id
+        """Send ``method(payload)``; returns the message id. Raises for a payload that is not
+        a single JSON-able object, before anything is sent."""
+        if not isinstance(method, str) or not method:
+            raise ValueError("A server event needs a non-empty method name.")
+        body = build_body(payload, correlation_id=correlation_id, omit_nulls=conduit_settings.OMIT_NULLS)
+        plain = encode_outbound(method, body)  # also refuses what the wire cannot carry, before any send
+        if self._direct is not None:
+            await self._direct(plain)
+            return plain.message_id
+        layer = get_channel_layer(self._layer_alias)
+        if layer is None:
+            raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
+        for target in self._targets:
+            outbound = plain
+            if target.stream:
+                position = await get_history().append(target.channel, plain.message_id, method, body)
+                outbound = encode_outbound(method, {**body, "seq": position.seq, "epoch": position.epoch})
+            await layer.group_send(target.channel, outbound.layer_message(self._exclude))
+        return plain.message_id
 
     def send(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
         """Synchronous ``asend``, for code that runs outside an event loop."""
         return async_to_sync(self.asend)(method, payload, correlation_id=correlation_id)
-
-    async def adeliver(self, outbound: Outbound) -> None:
-        """Hand an encoded event to the channel layer (or straight to the caller's socket)."""
-        if self._direct is not None:
-            await self._direct(outbound)
-            return
-        layer = get_channel_layer(self._layer_alias)
-        if layer is None:
-            raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
-        message = outbound.layer_message(self._exclude)
-        for channel in self._channels:
-            await layer.group_send(channel, message)
 
 
 class HubClients:
@@ -83,7 +95,15 @@ class HubClients:
         self._caller_writer = caller_writer
 
     def _proxy(self, channels: Iterable[str], exclude: Iterable[str] = ()) -> ClientProxy:
-        return ClientProxy(self._layer_alias, channels, exclude)
+        return ClientProxy(self._layer_alias, (Target(c) for c in channels), exclude)
+
+    def _groups(self, names: Iterable[str], exclude: Iterable[str] = ()) -> ClientProxy:
+        targets = (Target(group_channel(self._namespace, validate_group_name(n)), stream=True) for n in names)
+        return ClientProxy(self._layer_alias, targets, exclude)
+
+    def stream_of(self, group: str) -> str:
+        """The stream (history) key of hub group ``group``."""
+        return group_channel(self._namespace, validate_group_name(group))
 
     @property
     def all(self) -> ClientProxy:
@@ -107,17 +127,17 @@ class HubClients:
         return self.all_except(*self._caller_ids())
 
     def group(self, name: str) -> ClientProxy:
-        """The members of hub group ``name``."""
-        return self._proxy([group_channel(self._namespace, validate_group_name(name))])
+        """The members of hub group ``name`` (a stream message: it gets the group's next seq)."""
+        return self._groups([name])
 
     def groups(self, *names: str) -> ClientProxy:
-        """The members of any of the groups (each connection receives the event once)."""
-        return self._proxy(group_channel(self._namespace, validate_group_name(n)) for n in names)
+        """The members of any of the groups; a member of several receives the event once, with
+        the seq of the first group it arrived through."""
+        return self._groups(names)
 
     def group_except(self, name: str, *connection_ids: str) -> ClientProxy:
         """The members of ``name`` but the given connections."""
-        channels = [group_channel(self._namespace, validate_group_name(name))]
-        return self._proxy(channels, connection_ids)
+        return self._groups([name], connection_ids)
 
     def others_in_group(self, name: str) -> ClientProxy:
         """The members of ``name`` except the caller (hub code only)."""

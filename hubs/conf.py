@@ -47,6 +47,16 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_TTL": 3600,
     # Salt of the signed tokens; changing it invalidates every token issued.
     "TOKEN_SALT": "conduit_rt.access_token",
+    # --- Streams and history ---------------------------------------------------------------------
+    # Where each group's recent messages are kept for resume: an in-memory store (one process,
+    # the embedded mode) or Redis Streams (shared; needs REDIS_URL).
+    "HISTORY_BACKEND": "hubs.delivery.history.MemoryHistory",
+    # Each group keeps at least this many recent messages ...
+    "HISTORY_MAX_LENGTH": 1000,
+    # ... and none older than this many seconds.
+    "HISTORY_MAX_AGE": 300.0,
+    # Redis used by Conduit RT's own state (history); None in the embedded mode.
+    "REDIS_URL": None,
     # --- Naming --------------------------------------------------------------------------------
     # Prefix of every channel-layer group and cache key Conduit RT creates.
     "KEY_PREFIX": "conduit",
@@ -60,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "DEMO_TASK_STEP_INTERVAL": 1.0,
 }
 
-IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS"})
+IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS", "HISTORY_BACKEND"})
 
 
 class ConduitSettings:
@@ -104,19 +114,17 @@ class ConduitSettings:
 
 
 def _import_all(name: str, value: Any) -> Any:
-    paths = [value] if isinstance(value, str) else list(value)
-    resolved = []
-    for path in paths:
-        if not isinstance(path, str):
-            resolved.append(path)
-            continue
-        try:
-            resolved.append(import_string(path))
-        except ImportError as exc:
-            raise ImproperlyConfigured(
-                f"Could not import {path!r} for {SETTING_NAME}[{name!r}]: {exc}"
-            ) from exc
-    return resolved
+    """A dotted path → the object; a list of them → a list (non-strings pass through)."""
+    if isinstance(value, str):
+        return _import_one(name, value)
+    return [_import_one(name, v) if isinstance(v, str) else v for v in value]
+
+
+def _import_one(name: str, path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"Could not import {path!r} for {SETTING_NAME}[{name!r}]: {exc}") from exc
 
 
 def environ_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

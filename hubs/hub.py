@@ -36,7 +36,8 @@ from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_
 from .clients import HubClients
 from .conf import conduit_settings
 from .context import ConnectionContext
-from .errors import HubDenied, HubError
+from .delivery.history import Replay, get_history
+from .errors import HubDenied, HubError, InvalidArguments
 from .methods import MethodSpec, collect_methods
 from .metrics import hub_metrics
 from .naming import (
@@ -46,7 +47,7 @@ from .naming import (
     user_channel,
     validate_group_name,
 )
-from .outbound import Outbound
+from .outbound import Outbound, encode_outbound
 from .payloads import to_wire
 from .protocol import (
     CancelInvocationMessage,
@@ -130,6 +131,7 @@ class Hub(AsyncConsumer):
         self._system_groups: list[str] = []
         self._recent_ids: deque[str] = deque(maxlen=_RECENT_IDS)
         self._recent_set: set[str] = set()
+        self._held: list[dict[str, Any]] | None = None
         self._last_sent = 0.0
         self._last_received = 0.0
         self._client_pinged = False
@@ -515,20 +517,64 @@ class Hub(AsyncConsumer):
         """A server event from the channel layer: write this protocol's pre-encoded record."""
         if not self._established or self._closed or self.protocol is None:
             return
+        if self._held is not None:  # a resume is replaying history: live events wait behind it
+            self._held.append(message)
+            return
+        await self._deliver(message)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
         exclude = message.get("exclude")
         if exclude and self.connection_id in exclude:
             return
-        message_id = message.get("id")
-        if message_id is not None:
-            # One event sent to several groups reaches a member of both once.
-            if message_id in self._recent_set:
-                return
-            if len(self._recent_ids) == self._recent_ids.maxlen:
-                self._recent_set.discard(self._recent_ids[0])
-            self._recent_ids.append(message_id)
-            self._recent_set.add(message_id)
-        record = message["records"][self.protocol.name]
-        await self._send_frame(record)
+        if not self._first_time(message.get("id")):
+            return
+        assert self.protocol is not None
+        await self._send_frame(message["records"][self.protocol.name])
+
+    def _first_time(self, message_id: str | None) -> bool:
+        """Record ``message_id`` as sent; False if it already was (one event sent to several of a
+        connection's groups, or replayed by a resume and also delivered live)."""
+        if message_id is None:
+            return True
+        if message_id in self._recent_set:
+            return False
+        if len(self._recent_ids) == self._recent_ids.maxlen:
+            self._recent_set.discard(self._recent_ids[0])
+        self._recent_ids.append(message_id)
+        self._recent_set.add(message_id)
+        return True
+
+    async def resume_group(
+        self, group: str, last_seq: object, epoch: object = None, metadata: dict[str, Any] | None = None
+    ) -> Replay:
+        """Join ``group`` and send the caller what it missed after ``(epoch, last_seq)``, in order.
+
+        Call it from a hub method (after checking the caller may see the group). Live events of the
+        connection are held while the history is replayed, then sent, so the client sees the
+        group's messages in ``seq`` order without duplicates. The result says whether the whole gap
+        was recovered; when not, the caller needs a snapshot of the current state.
+        """
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
+            raise InvalidArguments("lastSeq must be a non-negative integer.")
+        if epoch is not None and not isinstance(epoch, str):
+            raise InvalidArguments("epoch must be a string or null.")
+        assert self.clients is not None
+        self._held = []
+        try:
+            await self.groups.add(group, metadata)  # first: nothing sent from now on is missed
+            replay = await get_history().read_after(self.clients.stream_of(group), epoch, last_seq)
+            for entry in replay.entries or ():
+                if self._first_time(entry.message_id):
+                    assert replay.position is not None
+                    body = {**entry.body, "seq": entry.seq, "epoch": replay.position.epoch}
+                    await self._write_outbound(encode_outbound(entry.method, body))
+        finally:
+            while self._held:
+                held, self._held = self._held, []
+                for message in held:
+                    await self._deliver(message)
+            self._held = None
+        return replay
 
     async def conduit_group_add(self, message: dict[str, Any]) -> None:
         """Join a group on request of code outside this connection (``HubContext.groups``)."""

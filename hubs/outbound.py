@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conf import conduit_settings
-from .payloads import build_body
 from .protocol import InvocationMessage, get_protocol
 
 PROTOCOLS = ("json", "messagepack")
@@ -35,34 +33,12 @@ class Outbound:
         return message
 
 
-def encode_records(method: str, body: dict[str, Any]) -> dict[str, str | bytes]:
-    """The complete wire record of ``method(body)`` for each protocol (JSON as text)."""
+def encode_outbound(method: str, body: dict[str, Any]) -> Outbound:
+    """Encode ``method(body)`` for every protocol; raises ``EncodeError`` (a ``ValueError``) for
+    values JSON cannot carry, such as NaN."""
     invocation = InvocationMessage(target=method, arguments=[body])
     records: dict[str, str | bytes] = {}
     for name in PROTOCOLS:
         data = get_protocol(name).encode(invocation)
         records[name] = data.decode("utf-8") if name == "json" else data
-    return records
-
-
-def build_outbound(
-    method: str,
-    payload: Any = None,
-    *,
-    correlation_id: str | None = None,
-    message_id: str | None = None,
-    retry_count: int = 0,
-) -> Outbound:
-    """Validate and encode one event; raises ``TypeError``/``ValueError`` for a bad payload."""
-    if not isinstance(method, str) or not method:
-        raise ValueError("A server event needs a non-empty method name.")
-    body = build_body(
-        payload,
-        message_id=message_id,
-        correlation_id=correlation_id,
-        retry_count=retry_count,
-        omit_nulls=conduit_settings.OMIT_NULLS,
-    )
-    return Outbound(
-        message_id=body["messageId"], method=method, body=body, records=encode_records(method, body)
-    )
+    return Outbound(message_id=body["messageId"], method=method, body=body, records=records)

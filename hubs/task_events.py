@@ -9,7 +9,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from .models import task_group
+from .models import Task, task_group
 from .send import get_hub_context
 
 TASK_HUB = "hubs.task_hubs.TaskHub"
@@ -87,6 +87,18 @@ async def atask_cancelled(
 ) -> str:
     """The task was cancelled."""
     return await _asend(task_id, "TaskCancelled", {"status": "cancelled", "reason": reason}, correlation_id)
+
+
+def task_snapshot(task: Task) -> tuple[str, dict[str, Any]]:
+    """The event that states where ``task`` stands now (sent when a resume cannot replay a gap)."""
+    base: dict[str, Any] = {"task_id": str(task.id), "status": task.status, "message": task.message or None}
+    if task.status == Task.Status.COMPLETED:
+        return "TaskCompleted", {**base, "progress_percentage": 100, "result": task.result}
+    if task.status == Task.Status.FAILED:
+        return "TaskFailed", {**base, "error": task.error or task.message or "failed", "is_retryable": False}
+    if task.status == Task.Status.CANCELLED:
+        return "TaskCancelled", {**base, "reason": task.message or None}
+    return "TaskProgress", {**base, "progress_percentage": task.progress}
 
 
 task_started = async_to_sync(atask_started)

@@ -17,6 +17,7 @@ from .hub import SecureHub
 from .methods import hub_method
 from .models import Task, task_group
 from .payloads import utc_timestamp
+from .task_events import task_snapshot
 
 TASK_NOT_FOUND = "Task not found."
 
@@ -40,6 +41,33 @@ class TaskHubBase(SecureHub):
             "progressPercentage": task.progress,
             "message": task.message or None,
         }
+
+    @hub_method
+    async def resume_task(self, task_id: str, last_seq: int, epoch: str | None = None) -> dict[str, Any]:
+        """Subscribe again after a reconnect and get what was missed since ``lastSeq``.
+
+        Replays the task's group messages after ``lastSeq`` (of ``epoch``, when given) in order,
+        with their original ids and seqs, and answers ``{"recovered": true, "replayed": n}``.
+        When the gap is no longer in the history, answers ``{"recovered": false}`` and sends the
+        task's current state instead (its latest event, carrying the stream's current seq).
+        """
+        task = await self._owned_task(task_id)
+        group = task_group(task.id)
+        replay = await self.resume_group(group, last_seq, epoch, {"taskId": str(task.id)})
+        position = replay.position
+        answer: dict[str, Any] = {
+            "taskId": str(task.id),
+            "recovered": replay.recovered,
+            "replayed": len(replay.entries or ()),
+            "seq": position.seq if position else 0,
+            "epoch": position.epoch if position else None,
+        }
+        if not replay.recovered:
+            method, payload = task_snapshot(task)
+            if position is not None:
+                payload = {**payload, "seq": position.seq, "epoch": position.epoch}
+            await self.clients.caller.asend(method, payload)
+        return answer
 
     @hub_method
     async def unsubscribe_from_task(self, task_id: str) -> None:

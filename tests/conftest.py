@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,6 +16,52 @@ from hubs.auth.tokens import issue_token
 from hubs.models import Task
 from hubs.routing import websocket_application
 from tests.support.hub_client import HubClient
+
+REDIS_DB = os.environ.get("CONDUIT_TEST_REDIS_DB", "9")
+
+
+def _redis_ping() -> bool:
+    return (
+        subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+        == "PONG"
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on 127.0.0.1:6379 (started when missing), database ``CONDUIT_TEST_REDIS_DB`` emptied."""
+    if not _redis_ping():
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+            timeout=10,
+        )
+        deadline = time.monotonic() + 10
+        while not _redis_ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.1)
+    subprocess.run(["redis-cli", "-n", REDIS_DB, "flushdb"], check=True, capture_output=True, timeout=10)
+    return f"redis://127.0.0.1:6379/{REDIS_DB}"
+
 
 TEST_HUBS = {
     "hubs/tasks": "hubs.task_hubs.TaskHub",

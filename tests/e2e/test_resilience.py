@@ -168,3 +168,29 @@ def test_tokens_stay_out_of_the_access_log(site, tokens):
     log = (site.workdir / f"access-{port}.log").read_text()
     assert "/hubs/tasks/negotiate?access_token=***" in log
     assert token not in log
+
+
+def test_resume_on_another_server_replays_from_the_redis_history(site, tokens, clients):
+    one, two = site.server(), site.server()
+    task_id = one.create_task(tokens["alice"])
+    first = js_client(f"{one.url}/hubs/tasks", tokens["alice"], protocol="messagepack")
+    clients.append(first)
+    first.expect("connected", timeout=15)
+    assert first.invoke("SubscribeToTask", task_id)["event"] == "result"
+    site.manage("notify_task", task_id, "--progress", "10")
+    seen = first.expect("message", timeout=5, target="TaskProgress")["payload"]
+    assert seen["seq"] == 1
+    first.close()  # the client goes away; two messages are sent meanwhile, from another process
+    site.manage("notify_task", task_id, "--progress", "20")
+    site.manage("notify_task", task_id, "--progress", "30")
+
+    second = js_client(f"{two.url}/hubs/tasks", tokens["alice"])
+    clients.append(second)
+    second.expect("connected", timeout=15)
+    answer = second.invoke("ResumeTask", task_id, 1, seen["epoch"])
+    assert answer["event"] == "result", answer
+    assert answer["result"]["recovered"] is True and answer["result"]["replayed"] == 2
+    replayed = [second.expect("message", timeout=5, target="TaskProgress")["payload"] for _ in range(2)]
+    assert [(p["seq"], p["progressPercentage"]) for p in replayed] == [(2, 20), (3, 30)]
+    site.manage("notify_task", task_id, "--progress", "40")
+    assert second.expect("message", timeout=5, target="TaskProgress")["payload"]["seq"] == 4

@@ -119,10 +119,17 @@ async def test_send_facade_reaches_user_connection_and_all(hub_client, alice, al
         assert (await client.next_event()).arguments[0]["text"] == "to all"
 
 
-def test_payload_must_be_a_single_object():
-    from hubs.outbound import build_outbound
+async def test_bad_payloads_are_refused_before_anything_is_sent_or_kept(hub_client, alice_token, alice_task):
+    from hubs.delivery.history import get_history
 
+    client = await hub_client("/hubs/tasks", token=alice_token)
+    await client.invoke("SubscribeToTask", str(alice_task.id))
+    group = get_hub_context("hubs.task_hubs.TaskHub").clients.group(f"task-{alice_task.id}")
     with pytest.raises(TypeError, match="single object"):
-        build_outbound("X", [1, 2])
-    with pytest.raises(ValueError):
-        build_outbound("X", {"bad": float("nan")})
+        await group.asend("X", [1, 2])
+    with pytest.raises(ValueError, match=r"NaN"):
+        await group.asend("X", {"bad": float("nan")})
+    stream = get_hub_context("hubs.task_hubs.TaskHub").clients.stream_of(f"task-{alice_task.id}")
+    assert await get_history().position(stream) is None
+    assert (await client.invoke("Ping")).error is None
+    assert client.events == []
