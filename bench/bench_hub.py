@@ -16,7 +16,8 @@ from hubs.methods import hub_method
 
 #: Largest ``count`` one ``Broadcast`` accepts (a bound, not a tuning knob).
 MAX_BROADCAST = 100_000
-#: The server event every member receives; its payload is ``{"seq": i, "t": <sender time.time()>}``.
+#: The server event every member receives; its payload is ``{"i": n, "t": <sender time.time()>}``
+#: (``seq`` belongs to the envelope).
 TICK = "Tick"
 
 
@@ -40,5 +41,5 @@ class BenchHub(Hub):
         target = self.clients.group(group)
         started = time.time()
         for seq in range(count):
-            await target.asend(TICK, {"seq": seq, "t": time.time()})
+            await target.asend(TICK, {"i": seq, "t": time.time()})
         return {"sent": count, "seconds": time.time() - started}

@@ -101,13 +101,13 @@ class Conn:
                 kind = obj.get("type")
                 if kind == 1 and obj.get("target") == "Tick":
                     body = obj["arguments"][0]
-                    self.tally.record(self.seen, body.get("seq"), body.get("t"), now)
+                    self.tally.record(self.seen, body.get("i"), body.get("t"), now)
                 elif kind != 6:  # pings are ignored; handshake, completions and closes are replies
                     self.replies.put_nowait(obj)
         else:
             obj = orjson.loads(data)
-            if "seq" in obj:
-                self.tally.record(self.seen, obj.get("seq"), obj.get("t"), now)
+            if "i" in obj:
+                self.tally.record(self.seen, obj.get("i"), obj.get("t"), now)
             else:
                 self.replies.put_nowait(obj)
 

@@ -53,7 +53,7 @@ class PlainConsumer(AsyncWebsocketConsumer):
             started = time.time()
             for seq in range(count):
                 await self.channel_layer.group_send(
-                    group, {"type": "bench.tick", "payload": {"seq": seq, "t": time.time()}}
+                    group, {"type": "bench.tick", "payload": {"i": seq, "t": time.time()}}
                 )
             elapsed = time.time() - started
             await self.send(text_data=json.dumps({"op": "done", "sent": count, "seconds": elapsed}))

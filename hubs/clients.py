@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .conf import conduit_settings
-from .delivery.history import get_history
+from .delivery.history import Position, get_history
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
 from .outbound import Outbound, encode_outbound
 from .payloads import build_body
@@ -50,12 +50,25 @@ class ClientProxy:
         self._exclude = tuple(exclude)
         self._direct = direct
 
-    async def asend(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
+    async def asend(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        correlation_id: str | None = None,
+        position: Position | None = None,
+    ) -> str:
         """Send ``method(payload)``; returns the message id. Raises for a payload that is not
-        a single JSON-able object, before anything is sent."""
+        a single JSON-able object, or uses an envelope key, before anything is sent.
+
+        ``position`` stamps a stream position on a message that is not itself a stream message
+        (a snapshot sent by a resume), so the client can continue counting from it.
+        """
         if not isinstance(method, str) or not method:
             raise ValueError("A server event needs a non-empty method name.")
         body = build_body(payload, correlation_id=correlation_id, omit_nulls=conduit_settings.OMIT_NULLS)
+        if position is not None:
+            body = {**body, "seq": position.seq, "epoch": position.epoch}
         plain = encode_outbound(method, body)  # also refuses what the wire cannot carry, before any send
         if self._direct is not None:
             await self._direct(plain)

@@ -52,6 +52,10 @@ def utc_timestamp(now: datetime | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: Keys the envelope owns; a payload that uses one is refused rather than silently overwritten.
+ENVELOPE_KEYS = frozenset({"messageId", "timestamp", "correlationId", "retryCount", "seq", "epoch"})
+
+
 def build_body(
     payload: Any,
     *,
@@ -68,6 +72,9 @@ def build_body(
             f"A server message payload must be a single object (dict or dataclass), "
             f"got {type(payload).__name__}."
         )
+    reserved = sorted(ENVELOPE_KEYS.intersection(body))
+    if reserved:
+        raise ValueError(f"Payload key(s) {', '.join(reserved)} belong to the message envelope; rename them.")
     envelope = {
         "messageId": message_id or new_message_id(),
         "timestamp": utc_timestamp(now),

@@ -64,9 +64,7 @@ class TaskHubBase(SecureHub):
         }
         if not replay.recovered:
             method, payload = task_snapshot(task)
-            if position is not None:
-                payload = {**payload, "seq": position.seq, "epoch": position.epoch}
-            await self.clients.caller.asend(method, payload)
+            await self.clients.caller.asend(method, payload, position=position)
         return answer
 
     @hub_method

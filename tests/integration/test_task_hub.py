@@ -133,3 +133,10 @@ async def test_bad_payloads_are_refused_before_anything_is_sent_or_kept(hub_clie
     assert await get_history().position(stream) is None
     assert (await client.invoke("Ping")).error is None
     assert client.events == []
+
+
+@pytest.mark.parametrize("key", ["seq", "epoch", "messageId", "message_id", "retry_count"])
+async def test_payload_keys_of_the_envelope_are_refused(key):
+    group = get_hub_context("hubs.task_hubs.TaskHub").clients.group("any")
+    with pytest.raises(ValueError, match="belong to the message envelope"):
+        await group.asend("X", {key: 1})
