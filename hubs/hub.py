@@ -37,6 +37,7 @@ from .clients import HubClients
 from .conf import conduit_settings
 from .context import ConnectionContext
 from .delivery.history import Replay, get_history
+from .delivery.members import get_members
 from .errors import HubDenied, HubError, InvalidArguments
 from .methods import MethodSpec, collect_methods
 from .metrics import hub_metrics
@@ -603,20 +604,38 @@ class Hub(AsyncConsumer):
         for channel in channels:
             await self.channel_layer.group_add(channel, self.channel_name)
             self._system_groups.append(channel)
+        await self._record_members("add", channels)
 
     async def _join_group(self, group: str, metadata: dict[str, Any]) -> None:
         assert self.context is not None
-        await self.channel_layer.group_add(
-            group_channel(self.get_group_namespace(), group), self.channel_name
-        )
+        channel = group_channel(self.get_group_namespace(), group)
+        await self.channel_layer.group_add(channel, self.channel_name)
         self.context.groups[group] = metadata
+        await self._record_members("add", [channel])
 
     async def _leave_group(self, group: str) -> None:
         assert self.context is not None
-        await self.channel_layer.group_discard(
-            group_channel(self.get_group_namespace(), group), self.channel_name
-        )
+        channel = group_channel(self.get_group_namespace(), group)
+        await self.channel_layer.group_discard(channel, self.channel_name)
         self.context.groups.pop(group, None)
+        await self._record_members("remove", [channel])
+
+    async def _record_members(self, action: str, channels: list[str]) -> None:
+        """Keep the membership registry (``hubs.delivery.members``) in step with the layer.
+
+        A failure is logged and counted and the connection carries on: the layer membership,
+        which delivers, is already in place.
+        """
+        assert self.context is not None
+        members = get_members()
+        try:
+            if action == "add":
+                await members.add(self.context.connection_id, channels)
+            else:
+                await members.remove(self.context.connection_id, channels)
+        except Exception:
+            logger.exception("%s: could not record memberships (%s).", self.get_hub_name(), action)
+            hub_metrics().errors.labels(where="members").inc()
 
     # ----------------------------------------------------------------------------- sending
 
@@ -687,6 +706,7 @@ class Hub(AsyncConsumer):
             except Exception:
                 logger.exception("%s: could not leave %s.", self.get_hub_name(), channel)
                 hub_metrics().errors.labels(where="group_discard").inc()
+        await self._record_members("remove", channels)
         if self.protocol is not None:
             try:
                 await self.on_connection_lost(self.context, exc)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from django.test import override_settings
 
@@ -268,12 +266,7 @@ async def test_lifecycle_hooks_run_and_a_failing_hook_closes_with_an_error(hub_c
     EVENTS.clear()
     client = await hub_client(ECHO)
     who = (await client.invoke("WhoAmI")).result
-    await client.close()
-    await asyncio.sleep(0)  # let the consumer finish its teardown
-    for _ in range(50):
-        if ("lost", who["connectionId"]) in EVENTS:
-            break
-        await asyncio.sleep(0.02)
+    await client.close()  # returns once the consumer has finished its teardown
     assert ("established", who["connectionId"]) in EVENTS
     assert ("lost", who["connectionId"]) in EVENTS
 
@@ -282,3 +275,22 @@ async def test_lifecycle_hooks_run_and_a_failing_hook_closes_with_an_error(hub_c
     assert (await failing.communicator.receive_output(timeout=3))["text"] == "{}\x1e"
     close = await failing.receive()
     assert close == CloseMessage(error="Connection closed with an error.", allow_reconnect=False)
+
+
+async def test_memberships_follow_joins_leaves_and_disconnects(hub_client):
+    from hubs.delivery.members import get_members
+    from hubs.naming import all_channel, connection_channel, group_channel
+
+    client = await hub_client(ECHO)
+    connection_id = (await client.invoke("WhoAmI")).result["connectionId"]
+    registry = get_members()
+    room = group_channel("echo", "room 9")
+    assert connection_id in await registry.members([all_channel("echo")])
+    assert await registry.members([connection_channel(connection_id)]) == {connection_id}
+    await client.invoke("Join", "room 9")
+    assert connection_id in await registry.members([room])
+    await client.invoke("Leave", "room 9")
+    assert connection_id not in await registry.members([room])
+    await client.invoke("Join", "room 9")
+    await client.close()  # returns once the consumer has finished its teardown
+    assert connection_id not in await registry.members([room, all_channel("echo")])

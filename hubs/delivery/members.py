@@ -1,0 +1,124 @@
+"""Who is in a group right now, by connection id: the recipients of an acknowledged send.
+
+Channels' groups deliver but cannot be listed, and an acknowledged message needs a pending entry
+for each recipient connection *before* it is sent. So every hub connection also records its
+memberships here (its system groups included: its own, its user's, the hub's ``all``), on join,
+leave and disconnect. Keys are the Channels group names (``hubs.naming``), so any recipient
+selector (group, user, connection, all) resolves the same way.
+
+Two backends with one contract: ``MemoryMembers`` (one process, the embedded mode) and
+``RedisMembers`` (Redis sets, shared by every process). A process that dies leaves its members
+behind; the connection monitor's leases (issue 4) will sweep them, and a pending entry for a
+connection that no longer exists ends as a dead letter, never as a silent loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ..conf import conduit_settings
+
+
+class Members(Protocol):
+    """The contract both backends keep."""
+
+    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
+        """Record ``connection_id`` as a member of each of the Channels groups ``channels``."""
+        ...
+
+    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
+        """Forget those memberships (no error for ones that do not exist)."""
+        ...
+
+    async def members(self, channels: Iterable[str]) -> set[str]:
+        """The connections in any of ``channels``."""
+        ...
+
+
+class MemoryMembers:
+    """Memberships in this process's memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, set[str]] = {}
+
+    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
+        with self._lock:
+            for channel in channels:
+                self._groups.setdefault(channel, set()).add(connection_id)
+
+    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
+        with self._lock:
+            for channel in channels:
+                members = self._groups.get(channel)
+                if members is not None:
+                    members.discard(connection_id)
+                    if not members:
+                        del self._groups[channel]
+
+    async def members(self, channels: Iterable[str]) -> set[str]:
+        with self._lock:
+            found: set[str] = set()
+            for channel in channels:
+                found |= self._groups.get(channel, set())
+            return found
+
+
+class RedisMembers:
+    """Memberships as Redis sets ``<KEY_PREFIX>:members:<channel group>``, one round trip per call."""
+
+    def __init__(self, *, url: str | None = None) -> None:
+        self.url = url or conduit_settings.REDIS_URL
+        if not self.url:
+            raise ValueError("RedisMembers needs CONDUIT_RT['REDIS_URL'].")
+        self.prefix = f"{conduit_settings.KEY_PREFIX}:members:"
+        # One client per event loop (see RedisHistory).
+        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def _client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+            self._clients[loop] = client
+        return client
+
+    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
+        async with self._client().pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.sadd(self.prefix + channel, connection_id)
+            await pipe.execute()
+
+    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
+        async with self._client().pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.srem(self.prefix + channel, connection_id)
+            await pipe.execute()
+
+    async def members(self, channels: Iterable[str]) -> set[str]:
+        keys = [self.prefix + c for c in channels]
+        if not keys:
+            return set()
+        found = await self._client().sunion(keys)
+        return {m.decode() if isinstance(m, bytes) else m for m in found}
+
+
+_built: tuple[Any, Members] | None = None
+_built_lock = threading.Lock()
+
+
+def get_members() -> Members:
+    """The membership backend matching the history backend's choice of store."""
+    global _built
+    redis_url = conduit_settings.REDIS_URL
+    key = (redis_url, conduit_settings.KEY_PREFIX)
+    with _built_lock:
+        if _built is None or _built[0] != key:
+            _built = (key, RedisMembers(url=redis_url) if redis_url else MemoryMembers())
+        return _built[1]
