@@ -17,7 +17,6 @@ import json
 import secrets
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 from ..conf import conduit_settings
 from ..protocol.json_protocol import dumps_json
+from .redis import PerLoopRedis
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,27 +203,13 @@ class RedisHistory:
         self.max_age = max_age if max_age is not None else conduit_settings.HISTORY_MAX_AGE
         self.ttl = max(ttl, self.max_age * 2)
         self.prefix = f"{conduit_settings.KEY_PREFIX}:stream:"
-        # One client per event loop: redis.asyncio connections belong to the loop that made them,
-        # and sync senders run each send in a loop of its own.
-        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Any:
-        import asyncio
-
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-            self._clients[loop] = client
-        return client
+        self.redis = PerLoopRedis(self.url)
 
     def _keys(self, stream: str) -> list[str]:
         return [f"{self.prefix}{stream}:meta", f"{self.prefix}{stream}"]
 
     async def append(self, stream: str, message_id: str, method: str, body: dict[str, Any]) -> Position:
-        epoch, seq = await self._client().eval(
+        epoch, seq = await self.redis.client().eval(
             _APPEND,
             2,
             *self._keys(stream),
@@ -238,7 +224,7 @@ class RedisHistory:
         return Position(epoch.decode() if isinstance(epoch, bytes) else str(epoch), int(seq))
 
     async def read_after(self, stream: str, epoch: str | None, seq: int) -> Replay:
-        found = await self._client().eval(_READ, 2, *self._keys(stream), int(self.max_age * 1000))
+        found = await self.redis.client().eval(_READ, 2, *self._keys(stream), int(self.max_age * 1000))
         if not found:
             return Replay(None, None)
         current = Position(found[0].decode(), int(found[1]))
@@ -253,7 +239,7 @@ class RedisHistory:
         return Replay(current, missed(entries, current, epoch, seq))
 
     async def position(self, stream: str) -> Position | None:
-        epoch, seq = await self._client().hmget(self._keys(stream)[0], "epoch", "seq")
+        epoch, seq = await self.redis.client().hmget(self._keys(stream)[0], "epoch", "seq")
         if epoch is None or seq is None:
             return None
         return Position(epoch.decode(), int(seq))

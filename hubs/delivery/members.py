@@ -14,13 +14,12 @@ connection that no longer exists ends as a dead letter, never as a silent loss.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..conf import conduit_settings
+from .redis import PerLoopRedis
 
 
 class Members(Protocol):
@@ -76,27 +75,16 @@ class RedisMembers:
         if not self.url:
             raise ValueError("RedisMembers needs CONDUIT_RT['REDIS_URL'].")
         self.prefix = f"{conduit_settings.KEY_PREFIX}:members:"
-        # One client per event loop (see RedisHistory).
-        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Any:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-            self._clients[loop] = client
-        return client
+        self.redis = PerLoopRedis(self.url)
 
     async def add(self, connection_id: str, channels: Iterable[str]) -> None:
-        async with self._client().pipeline(transaction=False) as pipe:
+        async with self.redis.client().pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.sadd(self.prefix + channel, connection_id)
             await pipe.execute()
 
     async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
-        async with self._client().pipeline(transaction=False) as pipe:
+        async with self.redis.client().pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.srem(self.prefix + channel, connection_id)
             await pipe.execute()
@@ -105,7 +93,7 @@ class RedisMembers:
         keys = [self.prefix + c for c in channels]
         if not keys:
             return set()
-        found = await self._client().sunion(keys)
+        found = await self.redis.client().sunion(keys)
         return {m.decode() if isinstance(m, bytes) else m for m in found}
 
 

@@ -13,14 +13,13 @@ of attempts per connection, changed only by scripts so a claim and an ack never 
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..conf import conduit_settings
+from .redis import PerLoopRedis
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +137,7 @@ class RedisPending:
             raise ValueError("RedisPending needs CONDUIT_RT['REDIS_URL'].")
         self.ttl = ttl
         self.prefix = f"{conduit_settings.KEY_PREFIX}:pending:"
-        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> Any:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-            self._clients[loop] = client
-        return client
+        self.redis = PerLoopRedis(self.url)
 
     @property
     def _due(self) -> str:
@@ -158,7 +147,7 @@ class RedisPending:
         return f"{self.prefix}c:{connection_id}"
 
     async def register(self, message_id: str, connection_ids: Iterable[str], due: float) -> None:
-        async with self._client().pipeline(transaction=True) as pipe:
+        async with self.redis.client().pipeline(transaction=True) as pipe:
             for connection_id in connection_ids:
                 pipe.hset(self._attempts(connection_id), message_id, 0)
                 pipe.expire(self._attempts(connection_id), int(self.ttl))
@@ -166,14 +155,14 @@ class RedisPending:
             await pipe.execute()
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
-        async with self._client().pipeline(transaction=True) as pipe:
+        async with self.redis.client().pipeline(transaction=True) as pipe:
             pipe.hdel(self._attempts(connection_id), message_id)
             pipe.zrem(self._due, f"{connection_id}|{message_id}")
             removed, _ = await pipe.execute()
         return bool(removed)
 
     async def claim_due(self, now: float, limit: int, lease: float) -> list[PendingEntry]:
-        client = self._client()
+        client = self.redis.client()
         found = await client.eval(_CLAIM, 1, self._due, repr(now), int(limit), repr(now + lease))
         pairs = [(found[i].decode(), float(found[i + 1])) for i in range(0, len(found), 2)]
         if not pairs:
@@ -193,7 +182,7 @@ class RedisPending:
 
     async def reschedule(self, entry: PendingEntry, due: float) -> bool:
         member = f"{entry.connection_id}|{entry.message_id}"
-        attempts = await self._client().eval(
+        attempts = await self.redis.client().eval(
             _RESCHEDULE,
             2,
             self._due,
@@ -208,7 +197,7 @@ class RedisPending:
         await self.ack(entry.connection_id, entry.message_id)
 
     async def for_connection(self, connection_id: str) -> list[PendingEntry]:
-        client = self._client()
+        client = self.redis.client()
         attempts = await client.hgetall(self._attempts(connection_id))
         if not attempts:
             return []

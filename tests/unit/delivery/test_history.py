@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-import redis.asyncio as aioredis
 from django.test import override_settings
 
 from hubs.delivery.history import MemoryHistory, Position, RedisHistory, Replay, get_history
@@ -20,29 +17,16 @@ class Clock:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def make_history(request):
-    """Factory ``make_history(max_length=...)`` for each backend; Redis keys under a fresh prefix."""
-    prefix = f"t{secrets.token_hex(4)}"
-    made: list[RedisHistory] = []
+def make_history(request):
+    """Factory ``make_history(max_length=...)`` for each backend."""
+    build = request.getfixturevalue("redis_backend") if request.param == "redis" else None
 
     def make(max_length: int = 100):
-        if request.param == "memory":
+        if build is None:
             return MemoryHistory(max_length=max_length, max_age=300)
-        url = request.getfixturevalue("redis_url")
-        with override_settings(CONDUIT_RT={"KEY_PREFIX": prefix, "REDIS_URL": url}):
-            history = RedisHistory(max_length=max_length, max_age=300)
-        made.append(history)
-        return history
+        return build(RedisHistory, max_length=max_length, max_age=300)
 
-    yield make
-    for history in made:
-        client = aioredis.Redis.from_url(history.url)
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-        for redis_client in list(history._clients.values()):
-            await redis_client.aclose()
+    return make
 
 
 async def test_sequence_numbers_and_reads_after_a_position(make_history):
@@ -82,19 +66,14 @@ async def test_a_gap_older_than_the_kept_length_cannot_be_recovered(make_history
     assert [e.seq for e in (await history.read_after("s", position.epoch, 7)).entries] == [8, 9, 10, 11, 12]
 
 
-async def test_redis_state_loss_starts_a_new_epoch(redis_url):
-    prefix = f"t{secrets.token_hex(4)}"
-    with override_settings(CONDUIT_RT={"KEY_PREFIX": prefix, "REDIS_URL": redis_url}):
-        history = RedisHistory(max_length=10, max_age=300)
+async def test_redis_state_loss_starts_a_new_epoch(redis_backend):
+    history = redis_backend(RedisHistory, max_length=10, max_age=300)
     first = await history.append("s", "a", "Tick", {})
-    client = aioredis.Redis.from_url(redis_url)
-    await client.delete(f"{prefix}:stream:s:meta")
+    await history.redis.client().delete(f"{history.prefix}s:meta")
     second = await history.append("s", "b", "Tick", {})
     assert second.seq == 1 and second.epoch != first.epoch
     assert (await history.read_after("s", first.epoch, 1)).entries is None
     assert [e.message_id for e in (await history.read_after("s", second.epoch, 0)).entries] == ["b"]
-    await client.delete(*await client.keys(f"{prefix}:*"))
-    await client.aclose()
 
 
 async def test_memory_history_forgets_by_age_on_the_injected_clock():

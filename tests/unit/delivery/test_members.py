@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-import redis.asyncio as aioredis
-from django.test import override_settings
 
 from hubs.delivery.members import MemoryMembers, RedisMembers
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def members(request):
+def members(request):
     if request.param == "memory":
-        yield MemoryMembers()
-        return
-    url = request.getfixturevalue("redis_url")
-    prefix = f"t{secrets.token_hex(4)}"
-    with override_settings(CONDUIT_RT={"KEY_PREFIX": prefix, "REDIS_URL": url}):
-        backend = RedisMembers()
-    yield backend
-    client = aioredis.Redis.from_url(url)
-    keys = await client.keys(f"{prefix}:*")
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-    for redis_client in list(backend._clients.values()):
-        await redis_client.aclose()
+        return MemoryMembers()
+    return request.getfixturevalue("redis_backend")(RedisMembers)
 
 
 async def test_add_remove_and_union(members):

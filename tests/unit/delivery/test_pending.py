@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-import redis.asyncio as aioredis
-from django.test import override_settings
 
 from hubs.delivery.pending import MemoryPending, PendingEntry, RedisPending
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def pending(request):
+def pending(request):
     if request.param == "memory":
-        yield MemoryPending()
-        return
-    url = request.getfixturevalue("redis_url")
-    prefix = f"t{secrets.token_hex(4)}"
-    with override_settings(CONDUIT_RT={"KEY_PREFIX": prefix, "REDIS_URL": url}):
-        backend = RedisPending()
-    yield backend
-    client = aioredis.Redis.from_url(url)
-    keys = await client.keys(f"{prefix}:*")
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-    for redis_client in list(backend._clients.values()):
-        await redis_client.aclose()
+        return MemoryPending()
+    return request.getfixturevalue("redis_backend")(RedisPending)
 
 
 async def test_register_and_ack_are_per_connection_and_idempotent(pending):

@@ -1,0 +1,39 @@
+"""Redis clients for Conduit RT's own state (histories, memberships, pending acks), one per event loop.
+
+``redis.asyncio`` connections belong to the event loop that opened them, and synchronous senders
+run each send in a loop of their own (``async_to_sync``), so a backend keeps one client per loop,
+forgotten with the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+
+class PerLoopRedis:
+    """Hands out the running loop's ``redis.asyncio.Redis`` for one URL."""
+
+    def __init__(self, url: str, *, socket_timeout: float = 5.0) -> None:
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            found = aioredis.Redis.from_url(
+                self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+            )
+            self._clients[loop] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (tests; servers let clients live with their loop)."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
