@@ -99,6 +99,12 @@ def missed(
     return after
 
 
+#: A stream that received nothing for this long is forgotten (Redis: the keys' TTL).
+IDLE_STREAM_TTL = 86400.0
+#: How often ``MemoryHistory`` looks for such streams.
+IDLE_SWEEP_INTERVAL = 3600.0
+
+
 class MemoryHistory:
     """History in this process's memory (the embedded mode: one server process)."""
 
@@ -114,6 +120,7 @@ class MemoryHistory:
         self._clock = clock
         self._lock = threading.Lock()  # appends may come from several threads (sync senders)
         self._streams: dict[str, tuple[Position, deque[tuple[float, StreamEntry]]]] = {}
+        self._last_sweep = clock()
 
     async def append(self, stream: str, message_id: str, method: str, body: dict[str, Any]) -> Position:
         now = self._clock()
@@ -145,12 +152,14 @@ class MemoryHistory:
             entries.popleft()
 
     def _forget_idle(self, now: float) -> None:
-        # A stream idle for a day is dropped whole (its next message starts a new epoch), so
-        # memory does not grow with every group that ever existed. Checked now and then only.
-        if len(self._streams) % 256:
+        # A stream idle for IDLE_STREAM_TTL is dropped whole (its next message starts a new epoch,
+        # as when its Redis keys expire), so memory does not grow with every group that ever
+        # existed. The sweep walks every stream, so it runs at most once per IDLE_SWEEP_INTERVAL.
+        if now - self._last_sweep < IDLE_SWEEP_INTERVAL:
             return
+        self._last_sweep = now
         for name, (_, entries) in list(self._streams.items()):
-            if not entries or now - entries[-1][0] > 86400:
+            if not entries or now - entries[-1][0] > IDLE_STREAM_TTL:
                 del self._streams[name]
 
 
@@ -194,7 +203,7 @@ class RedisHistory:
         url: str | None = None,
         max_length: int | None = None,
         max_age: float | None = None,
-        ttl: float = 86400.0,
+        ttl: float = IDLE_STREAM_TTL,
     ) -> None:
         self.url = url or conduit_settings.REDIS_URL
         if not self.url:

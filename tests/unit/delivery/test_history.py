@@ -96,3 +96,14 @@ def test_get_history_follows_the_settings(redis_url):
     ):
         assert isinstance(get_history(), RedisHistory)
     assert isinstance(get_history(), MemoryHistory)
+
+
+async def test_memory_history_forgets_idle_streams_on_an_hourly_sweep():
+    clock = Clock()
+    history = MemoryHistory(max_length=100, max_age=60, clock=clock)
+    old = await history.append("old", "a", "Tick", {})
+    clock.now += 86401
+    await history.append("fresh", "b", "Tick", {})  # more than an hour since the last sweep: sweeps
+    assert await history.position("old") is None
+    assert (await history.append("old", "c", "Tick", {})).epoch != old.epoch  # starts over
+    assert await history.position("fresh") is not None
