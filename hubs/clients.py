@@ -6,10 +6,16 @@ server (``get_hub_context(TaskHub).clients.user(42).send(...)``). ``asend`` is t
 
 A message to a group is a stream message: the group's history gives it the next ``seq`` (and the
 stream's ``epoch``) before it is published, so clients can see gaps and resume.
+
+A send is fire-and-forget or acknowledged (``ack=True``, or the event is in ``ACK_EVENTS``); see
+``hubs.delivery.acked`` and ``docs/delivery.md``. Both go through the circuit breaker: a
+fire-and-forget send raises ``DeliveryUnavailable`` when the layer is down, an acknowledged one is
+persisted first and goes out when the layer is back.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +24,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .conf import conduit_settings
+from .delivery import acked
+from .delivery.breaker import get_breaker
 from .delivery.history import Position, get_history
+from .metrics import hub_metrics
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
 from .outbound import Outbound, encode_outbound
 from .payloads import build_body
@@ -43,11 +52,13 @@ class ClientProxy:
         targets: Iterable[Target],
         exclude: Iterable[str] = (),
         *,
+        hub: tuple[str, str] = ("", ""),
         direct: DirectWriter | None = None,
     ) -> None:
         self._layer_alias = layer_alias
         self._targets = tuple(dict.fromkeys(targets))
         self._exclude = tuple(exclude)
+        self._hub_name, self._namespace = hub
         self._direct = direct
 
     async def asend(
@@ -57,12 +68,16 @@ class ClientProxy:
         *,
         correlation_id: str | None = None,
         position: Position | None = None,
+        ack: bool | None = None,
     ) -> str:
         """Send ``method(payload)``; returns the message id. Raises for a payload that is not
         a single JSON-able object, or uses an envelope key, before anything is sent.
 
+        ``ack``: True sends it acknowledged (persisted, retried until every recipient connection
+        acks, else a dead letter), False fire-and-forget, None as ``ACK_EVENTS`` says.
         ``position`` stamps a stream position on a message that is not itself a stream message
         (a snapshot sent by a resume), so the client can continue counting from it.
+        Raises ``DeliveryUnavailable`` when a fire-and-forget send cannot reach the layer.
         """
         if not isinstance(method, str) or not method:
             raise ValueError("A server event needs a non-empty method name.")
@@ -70,23 +85,51 @@ class ClientProxy:
         if position is not None:
             body = {**body, "seq": position.seq, "epoch": position.epoch}
         plain = encode_outbound(method, body)  # also refuses what the wire cannot carry, before any send
+        if position is None and acked.wants_ack(method, ack):
+            return await self._send_acked(plain)
         if self._direct is not None:
             await self._direct(plain)
             return plain.message_id
         layer = get_channel_layer(self._layer_alias)
         if layer is None:
             raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
+        try:
+            await get_breaker().call(lambda: self._publish(layer, plain))
+        except Exception as exc:
+            hub_metrics().unavailable.labels(hub=self._hub_name, method=method).inc()
+            raise acked.DeliveryUnavailable(f"{method} could not be sent: {exc}") from exc
+        return plain.message_id
+
+    async def _publish(self, layer: Any, plain: Outbound) -> None:
         for target in self._targets:
             outbound = plain
             if target.stream:
-                position = await get_history().append(target.channel, plain.message_id, method, body)
-                outbound = encode_outbound(method, {**body, "seq": position.seq, "epoch": position.epoch})
+                position = await get_history().append(
+                    target.channel, plain.message_id, plain.method, plain.body
+                )
+                body = {**plain.body, "seq": position.seq, "epoch": position.epoch}
+                outbound = encode_outbound(plain.method, body)
             await layer.group_send(target.channel, outbound.layer_message(self._exclude))
+
+    async def _send_acked(self, plain: Outbound) -> str:
+        now = time.time()
+        message = await acked.persist(
+            hub=self._hub_name,
+            namespace=self._namespace,
+            layer_alias=self._layer_alias,
+            outbound=plain,
+            targets=[(t.channel, t.stream) for t in self._targets],
+            exclude=self._exclude,
+            now=now,
+        )
+        await acked.publish(message, now=now)
         return plain.message_id
 
-    def send(self, method: str, payload: Any = None, *, correlation_id: str | None = None) -> str:
+    def send(
+        self, method: str, payload: Any = None, *, correlation_id: str | None = None, ack: bool | None = None
+    ) -> str:
         """Synchronous ``asend``, for code that runs outside an event loop."""
-        return async_to_sync(self.asend)(method, payload, correlation_id=correlation_id)
+        return async_to_sync(self.asend)(method, payload, correlation_id=correlation_id, ack=ack)
 
 
 class HubClients:
@@ -108,11 +151,15 @@ class HubClients:
         self._caller_writer = caller_writer
 
     def _proxy(self, channels: Iterable[str], exclude: Iterable[str] = ()) -> ClientProxy:
-        return ClientProxy(self._layer_alias, (Target(c) for c in channels), exclude)
+        return ClientProxy(self._layer_alias, (Target(c) for c in channels), exclude, hub=self._hub)
 
     def _groups(self, names: Iterable[str], exclude: Iterable[str] = ()) -> ClientProxy:
         targets = (Target(group_channel(self._namespace, validate_group_name(n)), stream=True) for n in names)
-        return ClientProxy(self._layer_alias, targets, exclude)
+        return ClientProxy(self._layer_alias, targets, exclude, hub=self._hub)
+
+    @property
+    def _hub(self) -> tuple[str, str]:
+        return (self._hub_name, self._namespace)
 
     def stream_of(self, group: str) -> str:
         """The stream (history) key of hub group ``group``."""
@@ -130,9 +177,12 @@ class HubClients:
     @property
     def caller(self) -> ClientProxy:
         """The connection whose invocation is running (hub code only)."""
-        if self._caller_writer is None:
+        if self._caller_writer is None or self._caller_id is None:
             raise RuntimeError("clients.caller exists only inside a hub connection.")
-        return ClientProxy(self._layer_alias, (), direct=self._caller_writer)
+        # Fire-and-forget goes straight to the socket; an acknowledged send takes the one
+        # acknowledged path, through the caller's own channel group.
+        targets = (Target(connection_channel(self._caller_id)),)
+        return ClientProxy(self._layer_alias, targets, hub=self._hub, direct=self._caller_writer)
 
     @property
     def others(self) -> ClientProxy:

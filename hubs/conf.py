@@ -57,6 +57,38 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_MAX_AGE": 300.0,
     # Redis used by Conduit RT's own state (history); None in the embedded mode.
     "REDIS_URL": None,
+    # --- Acknowledged delivery (docs/delivery.md) ------------------------------------------------
+    # Events sent acknowledged when the sender does not say (``asend(..., ack=None)``).
+    "ACK_EVENTS": ["TaskCompleted", "TaskFailed", "TaskCancelled"],
+    # Seconds a recipient has to acknowledge an attempt before it counts as failed.
+    "ACK_TIMEOUT": 10.0,
+    # Retries after the first attempt; then the message becomes a dead letter (Celery's name).
+    "MAX_RETRIES": 5,
+    # Backoff before retry n+1: min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2**n) seconds, on top of
+    # the ack timeout, with full jitter (a uniform draw from 0 to that) when RETRY_JITTER is on.
+    "RETRY_BACKOFF": 1.0,
+    "RETRY_BACKOFF_MAX": 60.0,
+    "RETRY_JITTER": True,
+    # What a NackMessage does: "retry" (counts as a failed attempt and retries at once) or
+    # "dead_letter" (the message becomes a dead letter for that recipient at once).
+    "NACK_POLICY": "retry",
+    # Who runs retries: "embedded" (a loop in each server process) or "celery" (the beat task
+    # hubs.deliver_due on a worker). Exactly one layer retries; never both.
+    "RETRY_RUNNER": "embedded",
+    # Seconds between two retry passes, and the most entries one pass handles.
+    "RETRY_INTERVAL": 1.0,
+    "RETRY_BATCH_SIZE": 500,
+    # Seconds an acknowledged message may stay unpublished before a retry pass publishes it
+    # (the sender crashed between persisting and publishing it).
+    "PUBLISH_GRACE": 30.0,
+    # Acknowledged messages are kept this many seconds (longer than any retry schedule) ...
+    "MESSAGE_RETENTION": 86400.0,
+    # ... and dead letters this many seconds, by the retention task.
+    "DEAD_LETTER_RETENTION": 7 * 86400.0,
+    # --- Circuit breaker around the channel layer and Redis ------------------------------------
+    # Consecutive failures that open the breaker, and seconds until it lets a trial call through.
+    "BREAKER_FAILURE_THRESHOLD": 5,
+    "BREAKER_RESET_TIMEOUT": 5.0,
     # --- Naming --------------------------------------------------------------------------------
     # Prefix of every channel-layer group and cache key Conduit RT creates.
     "KEY_PREFIX": "conduit",

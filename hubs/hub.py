@@ -12,6 +12,10 @@ lifecycle hooks. One instance serves one WebSocket connection:
 4. A keep-alive timer pings whenever nothing was sent for ``KEEP_ALIVE_INTERVAL`` and closes
    clients silent for ``CLIENT_TIMEOUT`` (counted from their first Ping).
 5. On disconnect, tasks are cancelled, groups left, then ``on_connection_lost(context, exc)`` runs.
+
+Every hub answers ``AcknowledgeMessage(messageId)`` and ``NackMessage(messageId, reason)`` for
+acknowledged sends (``docs/delivery.md``); they are handled as they arrive, not queued behind a
+running invocation, so hub code can ``await self.send_with_confirmation(...)``.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_
 from .clients import HubClients
 from .conf import conduit_settings
 from .context import ConnectionContext
+from .delivery import acked
 from .delivery.history import Replay, get_history
 from .delivery.members import get_members
+from .delivery.pending import get_pending
+from .delivery.retry import adopt_and_redeliver
+from .delivery.runner import ensure_embedded_runner
 from .errors import HubDenied, HubError, InvalidArguments
-from .methods import MethodSpec, collect_methods
+from .methods import MethodSpec, collect_methods, hub_method
 from .metrics import hub_metrics
 from .naming import (
     all_channel,
@@ -49,7 +57,7 @@ from .naming import (
     validate_group_name,
 )
 from .outbound import Outbound, encode_outbound
-from .payloads import to_wire
+from .payloads import build_body, to_wire
 from .protocol import (
     CancelInvocationMessage,
     CloseMessage,
@@ -72,6 +80,8 @@ from .security import origin_allowed
 logger = logging.getLogger(__name__)
 
 _RECENT_IDS = 256
+#: Hub methods handled as they arrive instead of waiting in the invocation queue.
+_INLINE_METHODS = frozenset({"acknowledgemessage", "nackmessage"})
 
 
 class ConnectionLost(Exception):
@@ -133,6 +143,7 @@ class Hub(AsyncConsumer):
         self._recent_ids: deque[str] = deque(maxlen=_RECENT_IDS)
         self._recent_set: set[str] = set()
         self._held: list[dict[str, Any]] | None = None
+        self._confirmations: dict[str, asyncio.Future[bool]] = {}
         self._last_sent = 0.0
         self._last_received = 0.0
         self._client_pinged = False
@@ -186,6 +197,76 @@ class Hub(AsyncConsumer):
     async def abort(self, error: str | None = None, *, allow_reconnect: bool = False) -> None:
         """Close this connection, telling the client ``error`` in a Close message."""
         await self._close_with(error, allow_reconnect=allow_reconnect)
+
+    async def send_with_confirmation(
+        self,
+        method: str,
+        payload: Any = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the documented API (DESIGN.md)
+        *,
+        correlation_id: str | None = None,
+    ) -> bool:
+        """Send ``method(payload)`` to the caller and wait up to ``timeout`` seconds for its
+        ``AcknowledgeMessage``. True if it acked in time, False otherwise (a ``NackMessage`` or
+        a closed connection answers False at once). The pending entry is removed either way, and
+        the message is not retried: the caller of this method decides what a False means.
+        """
+        if self.context is None or self._closed:
+            return False
+        body = build_body(payload, correlation_id=correlation_id, omit_nulls=conduit_settings.OMIT_NULLS)
+        outbound = encode_outbound(method, body)
+        connection_id = self.context.connection_id
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._confirmations[outbound.message_id] = future
+        pending = get_pending()
+        # Registered first, like every acknowledged send; due far enough out that no retry
+        # pass sends it again while this waits (it has no stored copy to resend anyway).
+        entry = {connection_id: self.context.user_id}
+        await pending.register(outbound.message_id, entry, time.time() + timeout + _lease_margin())
+        try:
+            await self._write_outbound(outbound)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._confirmations.pop(outbound.message_id, None)
+            await pending.ack(connection_id, outbound.message_id)
+
+    @hub_method
+    async def acknowledge_message(self, message_id: str) -> bool:
+        """The client processed ``messageId``: clear this connection's pending entry.
+
+        Idempotent; an unknown id is answered (False), not an error.
+        """
+        if not isinstance(message_id, str) or not message_id:
+            raise InvalidArguments("messageId must be a non-empty string.")
+        assert self.context is not None
+        cleared = await acked.acknowledge(self.get_hub_name(), self.context.connection_id, message_id)
+        self._confirm(message_id, True)
+        return cleared
+
+    @hub_method
+    async def nack_message(self, message_id: str, reason: str | None = None) -> str:
+        """The client refuses ``messageId`` (it could not process it): ``NACK_POLICY`` decides
+        whether it is retried or becomes a dead letter. Answers what was done
+        (``retry``, ``dead_letter``, or ``unknown`` for an id that is not pending)."""
+        if not isinstance(message_id, str) or not message_id:
+            raise InvalidArguments("messageId must be a non-empty string.")
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidArguments("reason must be a string or null.")
+        assert self.context is not None
+        if self._confirm(message_id, False):
+            return "unknown"  # a send_with_confirmation: its caller gets False, nothing is retried
+        return await acked.nack(
+            self.get_hub_name(), self.context.connection_id, message_id, (reason or "")[:500]
+        )
+
+    def _confirm(self, message_id: str, acked_in_time: bool) -> bool:
+        future = self._confirmations.get(message_id)
+        if future is None or future.done():
+            return False
+        future.set_result(acked_in_time)
+        return True
 
     # ----------------------------------------------------------------------------- dispatch
 
@@ -276,6 +357,21 @@ class Hub(AsyncConsumer):
             connected_at=datetime.now(UTC),
         )
 
+    async def _adopt_pending(self, user_id: str) -> None:
+        """Take over and receive what this user's vanished connections did not acknowledge."""
+        assert self.context is not None
+        try:
+            await adopt_and_redeliver(
+                namespace=self.get_group_namespace(),
+                user_id=user_id,
+                connection_id=self.context.connection_id,
+            )
+        except Exception:
+            logger.exception(
+                "%s: could not redeliver pending messages to a new connection.", self.get_hub_name()
+            )
+            hub_metrics().errors.labels(where="adopt_pending").inc()
+
     async def _handshake_deadline(self) -> None:
         await asyncio.sleep(conduit_settings.HANDSHAKE_TIMEOUT)
         if self.protocol is None and not self._closed:
@@ -341,6 +437,9 @@ class Hub(AsyncConsumer):
         self._invocations = asyncio.Queue(maxsize=conduit_settings.MAX_PENDING_INVOCATIONS)
         self._spawn(self._invocation_worker())
         self._spawn(self._keep_alive())
+        ensure_embedded_runner()
+        if self.context.user_id is not None:
+            self._spawn(self._adopt_pending(self.context.user_id))
         if rest:
             await self._receive_messages(rest)
 
@@ -366,6 +465,9 @@ class Hub(AsyncConsumer):
             await self._start_stream(msg)
         elif isinstance(msg, InvocationMessage):
             assert self._invocations is not None
+            if msg.target.lower() in _INLINE_METHODS:
+                await self._invoke(msg)
+                return
             try:
                 self._invocations.put_nowait(msg)
             except asyncio.QueueFull:
@@ -527,7 +629,7 @@ class Hub(AsyncConsumer):
         exclude = message.get("exclude")
         if exclude and self.connection_id in exclude:
             return
-        if not self._first_time(message.get("id")):
+        if not self._first_time(message.get("id")) and not message.get("redeliver"):
             return
         assert self.protocol is not None
         await self._send_frame(message["records"][self.protocol.name])
@@ -604,7 +706,7 @@ class Hub(AsyncConsumer):
         for channel in channels:
             await self.channel_layer.group_add(channel, self.channel_name)
             self._system_groups.append(channel)
-        await self._record_members("add", channels)
+        await self._record_members("add", channels, user_id=self.context.user_id)
 
     async def _join_group(self, group: str, metadata: dict[str, Any]) -> None:
         assert self.context is not None
@@ -620,7 +722,9 @@ class Hub(AsyncConsumer):
         self.context.groups.pop(group, None)
         await self._record_members("remove", [channel])
 
-    async def _record_members(self, action: str, channels: list[str]) -> None:
+    async def _record_members(
+        self, action: str, channels: list[str], *, user_id: str | None = None, forget_user: bool = False
+    ) -> None:
         """Keep the membership registry (``hubs.delivery.members``) in step with the layer.
 
         A failure is logged and counted and the connection carries on: the layer membership,
@@ -630,9 +734,9 @@ class Hub(AsyncConsumer):
         members = get_members()
         try:
             if action == "add":
-                await members.add(self.context.connection_id, channels)
+                await members.add(self.context.connection_id, channels, user_id)
             else:
-                await members.remove(self.context.connection_id, channels)
+                await members.remove(self.context.connection_id, channels, forget_user)
         except Exception:
             logger.exception("%s: could not record memberships (%s).", self.get_hub_name(), action)
             hub_metrics().errors.labels(where="members").inc()
@@ -706,7 +810,10 @@ class Hub(AsyncConsumer):
             except Exception:
                 logger.exception("%s: could not leave %s.", self.get_hub_name(), channel)
                 hub_metrics().errors.labels(where="group_discard").inc()
-        await self._record_members("remove", channels)
+        await self._record_members("remove", channels, forget_user=True)
+        for future in self._confirmations.values():
+            if not future.done():
+                future.set_result(False)
         if self.protocol is not None:
             try:
                 await self.on_connection_lost(self.context, exc)
@@ -735,3 +842,8 @@ class SecureHub(Hub):
     """
 
     require_authentication = True
+
+
+def _lease_margin() -> float:
+    """Seconds past a confirmation's timeout before a retry pass could see its entry."""
+    return max(60.0, float(conduit_settings.ACK_TIMEOUT))

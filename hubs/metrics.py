@@ -30,6 +30,39 @@ class HubMetrics:
             "Connections closed because a client broke the protocol, by kind.",
             ["hub", "kind"],
         )
+        # Delivery. ``method`` is a server event name, chosen by code (bounded), never an id.
+        self.acked_sent = Counter(
+            "conduit_acked_messages_total",
+            "Acknowledged messages accepted by the send facade (persisted), by outcome "
+            "(published, spooled: held until the channel layer is back).",
+            ["hub", "method", "outcome"],
+        )
+        self.acks = Counter(
+            "conduit_acks_total",
+            "Client acknowledgements, by whether they cleared a pending entry (known) or not (unknown).",
+            ["hub", "result"],
+        )
+        self.nacks = Counter(
+            "conduit_nacks_total", "Client NackMessage calls, by policy applied.", ["hub", "policy"]
+        )
+        self.retries = Counter(
+            "conduit_retries_total",
+            "Acknowledged messages sent again to one connection.",
+            ["hub", "method", "kind"],
+        )
+        self.dead_letters = Counter(
+            "conduit_dead_letters_total",
+            "Messages that became dead letters, by reason.",
+            ["hub", "method", "reason"],
+        )
+        self.unavailable = Counter(
+            "conduit_delivery_unavailable_total",
+            "Fire-and-forget sends refused because the channel layer was unreachable or the breaker open.",
+            ["hub", "method"],
+        )
+        self.retry_passes = Counter(
+            "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
+        )
 
 
 @lru_cache(maxsize=1)

@@ -25,11 +25,17 @@ class Outbound:
     body: dict[str, Any]
     records: dict[str, str | bytes]
 
-    def layer_message(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The channel-layer message that carries this event to consumers."""
+    def layer_message(self, exclude: tuple[str, ...] = (), *, redeliver: bool = False) -> dict[str, Any]:
+        """The channel-layer message that carries this event to consumers.
+
+        ``redeliver`` marks a retry of an unacknowledged message: the consumer sends it even
+        though it already sent that message id (its duplicate filter is for fan-out overlaps).
+        """
         message: dict[str, Any] = {"type": DELIVER, "id": self.message_id, "records": self.records}
         if exclude:
             message["exclude"] = list(exclude)
+        if redeliver:
+            message["redeliver"] = True
         return message
 
 

@@ -144,3 +144,10 @@ async def hub_client(ws_app) -> AsyncIterator[Callable[..., object]]:
 @pytest.fixture
 def async_db():
     return database_sync_to_async
+
+
+@pytest.fixture(autouse=True)
+def no_embedded_retry_runner(monkeypatch):
+    """Communicator tests run retry passes themselves, at times they choose; the embedded runner
+    (one loop per server) is tested on its own in tests/integration/test_acked_delivery.py."""
+    monkeypatch.setattr("hubs.hub.ensure_embedded_runner", lambda: False)

@@ -111,3 +111,24 @@ class CircuitBreaker:
             raise
         self.record_success()
         return result
+
+
+_breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def get_breaker(name: str = "channel-layer") -> CircuitBreaker:
+    """This process's breaker ``name``, built from ``BREAKER_*`` settings on first use.
+
+    Each process judges the dependency from its own calls; the state is per process.
+    """
+    from ..conf import conduit_settings
+
+    threshold = int(conduit_settings.BREAKER_FAILURE_THRESHOLD)
+    reset = float(conduit_settings.BREAKER_RESET_TIMEOUT)
+    key = (name, threshold, reset)
+    with _breakers_lock:
+        found = _breakers.get(key)
+        if found is None:
+            found = _breakers[key] = CircuitBreaker(name, failure_threshold=threshold, reset_timeout=reset)
+        return found

@@ -25,16 +25,22 @@ from .redis import PerLoopRedis
 class Members(Protocol):
     """The contract both backends keep."""
 
-    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
-        """Record ``connection_id`` as a member of each of the Channels groups ``channels``."""
+    async def add(self, connection_id: str, channels: Iterable[str], user_id: str | None = None) -> None:
+        """Record ``connection_id`` as a member of each of the Channels groups ``channels``
+        (and, when given, as a connection of ``user_id``)."""
         ...
 
-    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
-        """Forget those memberships (no error for ones that do not exist)."""
+    async def remove(self, connection_id: str, channels: Iterable[str], forget_user: bool = False) -> None:
+        """Forget those memberships (no error for ones that do not exist), and the connection's
+        user with ``forget_user`` (at disconnect)."""
         ...
 
     async def members(self, channels: Iterable[str]) -> set[str]:
         """The connections in any of ``channels``."""
+        ...
+
+    async def resolve(self, channels: Iterable[str]) -> dict[str, str | None]:
+        """The connections in any of ``channels``, each with its user (None: anonymous)."""
         ...
 
 
@@ -44,14 +50,19 @@ class MemoryMembers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[str, set[str]] = {}
+        self._users: dict[str, str] = {}
 
-    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
+    async def add(self, connection_id: str, channels: Iterable[str], user_id: str | None = None) -> None:
         with self._lock:
             for channel in channels:
                 self._groups.setdefault(channel, set()).add(connection_id)
+            if user_id is not None:
+                self._users[connection_id] = user_id
 
-    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
+    async def remove(self, connection_id: str, channels: Iterable[str], forget_user: bool = False) -> None:
         with self._lock:
+            if forget_user:
+                self._users.pop(connection_id, None)
             for channel in channels:
                 members = self._groups.get(channel)
                 if members is not None:
@@ -66,6 +77,11 @@ class MemoryMembers:
                 found |= self._groups.get(channel, set())
             return found
 
+    async def resolve(self, channels: Iterable[str]) -> dict[str, str | None]:
+        found = await self.members(channels)
+        with self._lock:
+            return {c: self._users.get(c) for c in found}
+
 
 class RedisMembers:
     """Memberships as Redis sets ``<KEY_PREFIX>:members:<channel group>``, one round trip per call."""
@@ -75,18 +91,26 @@ class RedisMembers:
         if not self.url:
             raise ValueError("RedisMembers needs CONDUIT_RT['REDIS_URL'].")
         self.prefix = f"{conduit_settings.KEY_PREFIX}:members:"
+        self.user_ttl = 86400  # a connection's user outlives any connection of a process that died
         self.redis = PerLoopRedis(self.url)
 
-    async def add(self, connection_id: str, channels: Iterable[str]) -> None:
+    def _user_key(self, connection_id: str) -> str:
+        return f"{self.prefix}user-of:{connection_id}"
+
+    async def add(self, connection_id: str, channels: Iterable[str], user_id: str | None = None) -> None:
         async with self.redis.client().pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.sadd(self.prefix + channel, connection_id)
+            if user_id is not None:
+                pipe.set(self._user_key(connection_id), user_id, ex=self.user_ttl)
             await pipe.execute()
 
-    async def remove(self, connection_id: str, channels: Iterable[str]) -> None:
+    async def remove(self, connection_id: str, channels: Iterable[str], forget_user: bool = False) -> None:
         async with self.redis.client().pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.srem(self.prefix + channel, connection_id)
+            if forget_user:
+                pipe.delete(self._user_key(connection_id))
             await pipe.execute()
 
     async def members(self, channels: Iterable[str]) -> set[str]:
@@ -95,6 +119,13 @@ class RedisMembers:
             return set()
         found = await self.redis.client().sunion(keys)
         return {m.decode() if isinstance(m, bytes) else m for m in found}
+
+    async def resolve(self, channels: Iterable[str]) -> dict[str, str | None]:
+        found = sorted(await self.members(channels))
+        if not found:
+            return {}
+        users = await self.redis.client().mget([self._user_key(c) for c in found])
+        return {c: (u.decode() if u is not None else None) for c, u in zip(found, users, strict=True)}
 
 
 _built: tuple[Any, Members] | None = None

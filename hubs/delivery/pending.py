@@ -5,6 +5,8 @@ An acknowledged send registers an entry for every recipient connection *before* 
 production, a loop in the embedded server) calls ``claim_due``: each due entry is leased (its due
 time pushed ``lease`` seconds ahead) so that two workers never resend the same entry, and the
 worker then either ``reschedule``s it with one more attempt or ``drop``s it as a dead letter.
+A user's new connection ``adopt``s the entries of that user's connections that are gone (the
+official clients reconnect with a new connection id).
 
 Times are wall-clock seconds (``time.time``): several processes compare them. Two backends with one
 contract: ``MemoryPending`` (embedded) and ``RedisPending`` (a sorted set of due times plus a hash
@@ -14,12 +16,21 @@ of attempts per connection, changed only by scripts so a claim and an ack never 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from ..conf import conduit_settings
 from .redis import PerLoopRedis
+
+Recipients = Mapping[str, "str | None"] | Iterable[str]
+
+
+def _owners(recipients: Recipients) -> dict[str, str | None]:
+    """Recipients as connection id → user id (None: anonymous or unknown)."""
+    if isinstance(recipients, Mapping):
+        return dict(recipients)
+    return dict.fromkeys(recipients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +41,22 @@ class PendingEntry:
     message_id: str
     attempts: int
     due: float
+    user_id: str | None = None
 
 
 class Pending(Protocol):
     """The contract both backends keep."""
 
-    async def register(self, message_id: str, connection_ids: Iterable[str], due: float) -> None: ...
+    async def register(self, message_id: str, recipients: Recipients, due: float) -> None:
+        """One entry per recipient connection (a mapping also records each one's user)."""
+        ...
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
         """Clear the entry; True if it was pending."""
+        ...
+
+    async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
+        """Make a pending entry due at ``due`` (a nack); False if it is not pending."""
         ...
 
     async def claim_due(self, now: float, limit: int, lease: float) -> list[PendingEntry]:
@@ -57,6 +75,18 @@ class Pending(Protocol):
         """Everything ``connection_id`` still owes an ack for, oldest due first."""
         ...
 
+    async def adopt(
+        self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int
+    ) -> list[PendingEntry]:
+        """Move the entries of ``user_id``'s connections that are not in ``live`` to
+        ``connection_id``, due at ``due``, attempts capped at ``max_attempts``; returns them.
+        Atomic: two new connections of one user never both take the same entry."""
+        ...
+
+    async def count(self) -> int:
+        """How many entries are pending (all connections)."""
+        ...
+
 
 class MemoryPending:
     """Pending entries in this process's memory."""
@@ -64,24 +94,34 @@ class MemoryPending:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], PendingEntry] = {}
+        self._users: dict[str, set[str]] = {}
 
-    async def register(self, message_id: str, connection_ids: Iterable[str], due: float) -> None:
+    async def register(self, message_id: str, recipients: Recipients, due: float) -> None:
         with self._lock:
-            for connection_id in connection_ids:
-                self._entries[(connection_id, message_id)] = PendingEntry(connection_id, message_id, 0, due)
+            for connection_id, user_id in _owners(recipients).items():
+                self._entries[(connection_id, message_id)] = PendingEntry(
+                    connection_id, message_id, 0, due, user_id
+                )
+                if user_id is not None:
+                    self._users.setdefault(user_id, set()).add(connection_id)
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
         with self._lock:
             return self._entries.pop((connection_id, message_id), None) is not None
 
+    async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
+        with self._lock:
+            current = self._entries.get((connection_id, message_id))
+            if current is None:
+                return False
+            self._entries[(connection_id, message_id)] = replace(current, due=due)
+            return True
+
     async def claim_due(self, now: float, limit: int, lease: float) -> list[PendingEntry]:
         with self._lock:
             due = sorted((e for e in self._entries.values() if e.due <= now), key=lambda e: e.due)[:limit]
             for entry in due:
-                key = (entry.connection_id, entry.message_id)
-                self._entries[key] = PendingEntry(
-                    entry.connection_id, entry.message_id, entry.attempts, now + lease
-                )
+                self._entries[(entry.connection_id, entry.message_id)] = replace(entry, due=now + lease)
             return due
 
     async def reschedule(self, entry: PendingEntry, due: float) -> bool:
@@ -90,9 +130,7 @@ class MemoryPending:
             current = self._entries.get(key)
             if current is None:
                 return False
-            self._entries[key] = PendingEntry(
-                entry.connection_id, entry.message_id, current.attempts + 1, due
-            )
+            self._entries[key] = replace(current, attempts=current.attempts + 1, due=due)
             return True
 
     async def drop(self, entry: PendingEntry) -> None:
@@ -103,6 +141,33 @@ class MemoryPending:
         with self._lock:
             found = [e for (c, _), e in self._entries.items() if c == connection_id]
         return sorted(found, key=lambda e: e.due)
+
+    async def adopt(
+        self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int
+    ) -> list[PendingEntry]:
+        moved: list[PendingEntry] = []
+        with self._lock:
+            connections = self._users.get(user_id, set())
+            for old in sorted(connections):
+                if old == connection_id or old in live:
+                    continue
+                connections.discard(old)
+                for key in [k for k in self._entries if k[0] == old]:
+                    entry = self._entries.pop(key)
+                    if (connection_id, entry.message_id) in self._entries:
+                        continue  # the new connection already has it
+                    adopted = PendingEntry(
+                        connection_id, entry.message_id, min(entry.attempts, max_attempts), due, user_id
+                    )
+                    self._entries[(connection_id, entry.message_id)] = adopted
+                    moved.append(adopted)
+            if moved:
+                connections.add(connection_id)
+        return moved
+
+    async def count(self) -> int:
+        with self._lock:
+            return len(self._entries)
 
 
 # KEYS: due zset. ARGV: now, limit, lease-until. Members are "<connection id>|<message id>"
@@ -126,10 +191,54 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return attempts
 """
 
+# KEYS: due zset, attempts hash of the connection. ARGV: member, message id, new due.
+_EXPEDITE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: due zset, the user's connection set, the new connection's attempts hash and owner key.
+# ARGV: key prefix, new connection id, due, ttl, user id, max attempts, live connection ids...
+# Keys of old connections are built in the script (single-node Redis, as channels-redis' own).
+_ADOPT = """
+local prefix, new, due, ttl, user = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local cap = tonumber(ARGV[6])
+local live = {[new] = true}
+for i = 7, #ARGV do live[ARGV[i]] = true end
+local moved = {}
+for _, old in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if not live[old] then
+    local hash = prefix .. 'c:' .. old
+    local entries = redis.call('HGETALL', hash)
+    for i = 1, #entries, 2 do
+      local message, attempts = entries[i], math.min(tonumber(entries[i + 1]), cap)
+      redis.call('ZREM', KEYS[1], old .. '|' .. message)
+      if redis.call('HSETNX', KEYS[3], message, attempts) == 1 then
+        redis.call('ZADD', KEYS[1], due, new .. '|' .. message)
+        table.insert(moved, message)
+        table.insert(moved, attempts)
+      end
+    end
+    redis.call('DEL', hash, prefix .. 'o:' .. old)
+    redis.call('SREM', KEYS[2], old)
+  end
+end
+if #moved > 0 then
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('SET', KEYS[4], user, 'EX', ttl)
+  redis.call('SADD', KEYS[2], new)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+return moved
+"""
+
 
 class RedisPending:
-    """Pending entries in Redis: ``<prefix>:pending:due`` (sorted by due time) and
-    ``<prefix>:pending:c:<connection id>`` (message id → attempts)."""
+    """Pending entries in Redis, under ``<KEY_PREFIX>:pending:``: ``due`` (every entry, sorted by
+    due time), ``c:<connection>`` (message id → attempts), ``o:<connection>`` (its user) and
+    ``u:<user>`` (connections of the user that had entries). Every key but ``due`` expires after
+    ``ttl`` seconds without a new entry."""
 
     def __init__(self, *, url: str | None = None, ttl: float = 86400.0) -> None:
         self.url = url or conduit_settings.REDIS_URL
@@ -146,12 +255,23 @@ class RedisPending:
     def _attempts(self, connection_id: str) -> str:
         return f"{self.prefix}c:{connection_id}"
 
-    async def register(self, message_id: str, connection_ids: Iterable[str], due: float) -> None:
+    def _owner(self, connection_id: str) -> str:
+        return f"{self.prefix}o:{connection_id}"
+
+    def _user(self, user_id: str) -> str:
+        return f"{self.prefix}u:{user_id}"
+
+    async def register(self, message_id: str, recipients: Recipients, due: float) -> None:
+        ttl = int(self.ttl)
         async with self.redis.client().pipeline(transaction=True) as pipe:
-            for connection_id in connection_ids:
+            for connection_id, user_id in _owners(recipients).items():
                 pipe.hset(self._attempts(connection_id), message_id, 0)
-                pipe.expire(self._attempts(connection_id), int(self.ttl))
+                pipe.expire(self._attempts(connection_id), ttl)
                 pipe.zadd(self._due, {f"{connection_id}|{message_id}": due})
+                if user_id is not None:
+                    pipe.set(self._owner(connection_id), user_id, ex=ttl)
+                    pipe.sadd(self._user(user_id), connection_id)
+                    pipe.expire(self._user(user_id), ttl)
             await pipe.execute()
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
@@ -160,6 +280,13 @@ class RedisPending:
             pipe.zrem(self._due, f"{connection_id}|{message_id}")
             removed, _ = await pipe.execute()
         return bool(removed)
+
+    async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
+        member = f"{connection_id}|{message_id}"
+        found = await self.redis.client().eval(
+            _EXPEDITE, 2, self._due, self._attempts(connection_id), member, message_id, repr(due)
+        )
+        return bool(found)
 
     async def claim_due(self, now: float, limit: int, lease: float) -> list[PendingEntry]:
         client = self.redis.client()
@@ -171,13 +298,16 @@ class RedisPending:
             for member, _ in pairs:
                 connection_id, message_id = member.split("|", 1)
                 pipe.hget(self._attempts(connection_id), message_id)
-            attempts = await pipe.execute()
+                pipe.get(self._owner(connection_id))
+            replies = await pipe.execute()
         entries = []
-        for (member, due), count in zip(pairs, attempts, strict=True):
+        for index, (member, due) in enumerate(pairs):
+            count, owner = replies[2 * index], replies[2 * index + 1]
             connection_id, message_id = member.split("|", 1)
             if count is None:  # acked between the claim and this read
                 continue
-            entries.append(PendingEntry(connection_id, message_id, int(count), due))
+            user_id = owner.decode() if owner is not None else None
+            entries.append(PendingEntry(connection_id, message_id, int(count), due, user_id))
         return entries
 
     async def reschedule(self, entry: PendingEntry, due: float) -> bool:
@@ -201,11 +331,54 @@ class RedisPending:
         attempts = await client.hgetall(self._attempts(connection_id))
         if not attempts:
             return []
+        owner = await client.get(self._owner(connection_id))
+        user_id = owner.decode() if owner is not None else None
         members = [f"{connection_id}|{m.decode()}" for m in attempts]
         scores = await client.zmscore(self._due, members)
         entries = [
-            PendingEntry(connection_id, m.decode(), int(count), float(score))
+            PendingEntry(connection_id, m.decode(), int(count), float(score), user_id)
             for (m, count), score in zip(attempts.items(), scores, strict=True)
             if score is not None
         ]
         return sorted(entries, key=lambda e: e.due)
+
+    async def adopt(
+        self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int
+    ) -> list[PendingEntry]:
+        moved = await self.redis.client().eval(
+            _ADOPT,
+            4,
+            self._due,
+            self._user(user_id),
+            self._attempts(connection_id),
+            self._owner(connection_id),
+            self.prefix,
+            connection_id,
+            repr(due),
+            int(self.ttl),
+            user_id,
+            int(max_attempts),
+            *live,
+        )
+        return [
+            PendingEntry(connection_id, moved[i].decode(), int(moved[i + 1]), due, user_id)
+            for i in range(0, len(moved), 2)
+        ]
+
+    async def count(self) -> int:
+        return int(await self.redis.client().zcard(self._due))
+
+
+_built: tuple[Any, Pending] | None = None
+_built_lock = threading.Lock()
+
+
+def get_pending() -> Pending:
+    """The pending store: Redis when ``REDIS_URL`` is set, else this process's memory."""
+    global _built
+    redis_url = conduit_settings.REDIS_URL
+    key = (redis_url, conduit_settings.KEY_PREFIX)
+    with _built_lock:
+        if _built is None or _built[0] != key:
+            _built = (key, RedisPending(url=redis_url) if redis_url else MemoryPending())
+        return _built[1]

@@ -88,6 +88,10 @@ class EchoHub(Hub):
         yield 1
         raise HubError("stream broke")
 
+    @hub_method
+    async def confirm(self, text: str, timeout: float) -> bool:
+        return await self.send_with_confirmation("PleaseConfirm", {"text": text}, timeout)
+
     async def not_exposed(self) -> str:
         return "private"
 

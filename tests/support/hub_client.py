@@ -95,6 +95,13 @@ class HubClient:
             return self.events.pop(0)
         return await self.receive_skipping_pings(timeout)
 
+    async def nothing_more(self, timeout: float = 0.2) -> bool:
+        """True when no message arrives within ``timeout`` (the application keeps running, unlike
+        a timed-out ``receive``, which cancels it)."""
+        if self.events or self.pending:
+            return False
+        return await self.communicator.receive_nothing(timeout=timeout)
+
     async def stream(self, target: str, *args: Any) -> str:
         invocation_id = str(next(self.ids))
         await self.send(

@@ -26,3 +26,13 @@ async def test_add_remove_and_union(members):
     assert await members.members(["g.a", "g.b"]) == {"c1"}
     assert await members.members(["nobody"]) == set()
     assert await members.members([]) == set()
+
+
+async def test_resolve_names_each_members_user_until_it_is_forgotten(members):
+    await members.add("c1", ["g", "u7"], user_id="7")
+    await members.add("c2", ["g"])
+    assert await members.resolve(["g"]) == {"c1": "7", "c2": None}
+    await members.remove("c1", ["g", "u7"], forget_user=True)
+    await members.add("c1", ["g"])
+    assert await members.resolve(["g"]) == {"c1": None, "c2": None}
+    assert await members.resolve([]) == {}

@@ -55,3 +55,42 @@ async def test_drop_forgets_the_entry(pending):
     await pending.drop(entry)
     assert await pending.for_connection("c1") == []
     assert await pending.claim_due(now=1000.0, limit=10, lease=30) == []
+
+
+async def test_entries_remember_their_user_and_can_be_expedited(pending):
+    await pending.register("m1", {"c1": "7", "c2": None}, due=100.0)
+    assert await pending.for_connection("c1") == [PendingEntry("c1", "m1", 0, 100.0, "7")]
+    assert await pending.expedite("c1", "m1", due=5.0) is True
+    assert await pending.expedite("c1", "unknown", due=5.0) is False
+    (entry,) = await pending.claim_due(now=6.0, limit=10, lease=30)
+    assert (entry.connection_id, entry.user_id) == ("c1", "7")
+    assert await pending.count() == 2
+
+
+async def test_a_new_connection_adopts_what_the_users_gone_connections_owe(pending):
+    await pending.register("m1", {"old": "7"}, due=100.0)
+    await pending.register("m2", {"old": "7", "live": "7"}, due=100.0)
+    await pending.register("m3", {"other": "8"}, due=100.0)
+    (claimed,) = await pending.claim_due(now=100.0, limit=1, lease=30)
+    await pending.reschedule(claimed, due=150.0)  # one of old's has been retried once
+    for _ in range(5):
+        for entry in await pending.for_connection("old"):
+            await pending.reschedule(entry, due=150.0)
+
+    moved = await pending.adopt("7", "new", live={"live"}, due=10.0, max_attempts=2)
+    assert sorted((e.message_id, e.attempts, e.due, e.user_id) for e in moved) == [
+        ("m1", 2, 10.0, "7"),  # attempts capped so the new connection gets at least one try
+        ("m2", 2, 10.0, "7"),
+    ]
+    assert await pending.for_connection("old") == []
+    assert [e.message_id for e in await pending.for_connection("live")] == ["m2"]  # live: kept
+    assert [e.message_id for e in await pending.for_connection("other")] == ["m3"]  # other user
+    assert await pending.adopt("7", "newer", live=set(), due=10.0, max_attempts=2) != []  # "new" is gone now
+    assert await pending.adopt("7", "newest", live={"newer", "live"}, due=10.0, max_attempts=2) == []
+
+
+async def test_adoption_keeps_the_new_connections_own_entry(pending):
+    await pending.register("m1", {"old": "7", "new": "7"}, due=100.0)
+    assert await pending.adopt("7", "new", live=set(), due=10.0, max_attempts=5) == []
+    assert [(e.message_id, e.due) for e in await pending.for_connection("new")] == [("m1", 100.0)]
+    assert await pending.count() == 1

@@ -1,0 +1,286 @@
+"""Acknowledged delivery through the hub: persist, pending per connection, ack/nack, retries with
+backoff on explicit times, dead letters, requeue, reconnect redelivery, the breaker, confirmation.
+
+Each test runs on the embedded stores (memory) and on real Redis; retry passes are run by the
+test at the wall times it chooses (``deliver_due(now=...)``), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.test import override_settings
+
+from hubs import task_events
+from hubs.delivery import breaker as breaker_module
+from hubs.delivery import history, members, pending
+from hubs.delivery.acked import DeliveryUnavailable
+from hubs.delivery.breaker import BreakerState, get_breaker
+from hubs.delivery.dead_letters import requeue
+from hubs.delivery.pending import get_pending
+from hubs.delivery.retry import deliver_due
+from hubs.models import AckedMessage, DeadLetter
+from hubs.protocol import InvocationMessage
+from hubs.send import get_hub_context
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+SETTINGS = {
+    "ACK_TIMEOUT": 10.0,
+    "MAX_RETRIES": 3,
+    "RETRY_BACKOFF": 2.0,
+    "RETRY_BACKOFF_MAX": 5.0,
+    "RETRY_JITTER": False,
+}
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stores(request, monkeypatch):
+    """The delivery stores on one backend, fresh for the test; yields the settings in force."""
+    for module in (pending, members, history):
+        monkeypatch.setattr(module, "_built", None)
+    monkeypatch.setattr(breaker_module, "_breakers", {})
+    conf = dict(SETTINGS)
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        conf.update(
+            REDIS_URL=redis_url,
+            KEY_PREFIX=f"t{secrets.token_hex(4)}",
+            HISTORY_BACKEND="hubs.delivery.history.RedisHistory",
+        )
+    with override_settings(CONDUIT_RT=conf):
+        yield conf
+        if request.param == "redis":
+            client = aioredis.Redis.from_url(conf["REDIS_URL"])
+            keys = await client.keys(f"{conf['KEY_PREFIX']}:*")
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+async def subscribed(hub_client, token, task):
+    client = await hub_client("/hubs/tasks", token=token)
+    await client.invoke("SubscribeToTask", str(task.id))
+    return client
+
+
+ECHO = "tests.support.echo_hub.EchoHub"
+
+
+async def echo_client(hub_client, token, group: str | None = "room"):
+    """A connection to the echo hub (optionally in ``group``) and its connection id."""
+    client = await hub_client("/hubs/echo", token=token)
+    if group:
+        await client.invoke("Join", group)
+    return client, (await client.invoke("Whoami")).result["connectionId"]
+
+
+def send_acked(method: str = "Note", payload: dict | None = None, group: str = "room"):
+    return get_hub_context(ECHO).clients.group(group).asend(method, payload or {"n": 1}, ack=True)
+
+
+def ack(client, message_id: str):
+    """Fire-and-forget AcknowledgeMessage, as the JS helper sends it (no completion)."""
+    return client.send(InvocationMessage(target="AcknowledgeMessage", arguments=[message_id]))
+
+
+async def test_terminal_events_are_persisted_and_pending_per_connection_before_they_arrive(
+    stores, hub_client, alice_token, alice_task
+):
+    one = await subscribed(hub_client, alice_token, alice_task)
+    two = await subscribed(hub_client, alice_token, alice_task)
+    message_id = await task_events.atask_completed(alice_task.id, result={"url": "/v.mp4"})
+
+    row = await database_sync_to_async(AckedMessage.objects.get)(pk=message_id)
+    assert row.method == "TaskCompleted" and row.published_at is not None and row.recipients == 2
+    assert row.seq == 1 and row.epoch
+    for client in (one, two):
+        body = (await client.next_event()).arguments[0]
+        assert (body["messageId"], body["retryCount"], body["seq"]) == (message_id, 0, 1)
+    assert await get_pending().count() == 2
+
+    # Progress is fire-and-forget: nothing persisted, nothing pending.
+    progress_id = await task_events.atask_progress(alice_task.id, 50)
+    assert not await database_sync_to_async(AckedMessage.objects.filter(pk=progress_id).exists)()
+    assert await get_pending().count() == 2
+
+
+async def test_acks_are_per_connection_idempotent_and_unknown_ids_are_no_error(
+    stores, hub_client, alice_token, alice_task
+):
+    one = await subscribed(hub_client, alice_token, alice_task)
+    two = await subscribed(hub_client, alice_token, alice_task)
+    message_id = await task_events.atask_failed(alice_task.id, "disk full")
+    await one.next_event()
+    await two.next_event()
+
+    assert (await one.invoke("AcknowledgeMessage", message_id)).result is True
+    assert (await one.invoke("AcknowledgeMessage", message_id)).result is False  # twice: fine
+    assert (await one.invoke("AcknowledgeMessage", "no-such-id")).result is False
+    assert await get_pending().count() == 1  # two still owes its ack
+
+    # A pass after the deadline sends it again to two only, with retryCount 1.
+    result = await deliver_due(now=time.time() + 10.0 + 2.0 + 0.1)
+    assert (result.resent, result.dead_lettered) == (1, 0)
+    again = (await two.next_event()).arguments[0]
+    assert (again["messageId"], again["retryCount"], again["seq"]) == (message_id, 1, 1)
+    assert await one.nothing_more()
+
+
+async def test_retries_back_off_then_the_message_becomes_a_dead_letter(stores, hub_client, alice_token):
+    client, cid = await echo_client(hub_client, alice_token)
+    start = time.time()
+    message_id = await send_acked()
+    assert (await client.next_event()).arguments[0]["retryCount"] == 0
+
+    # ACK_TIMEOUT 10 s plus backoff min(5, 2 * 2**n) without jitter: the gaps between attempts
+    # are 12, 14, 15 and (the last attempt only waits for its ack) 10 seconds.
+    sent_at, gaps = start, []
+    for retry in (1, 2, 3):
+        (entry,) = await get_pending().for_connection(cid)
+        gaps.append(entry.due - sent_at)
+        sent_at = entry.due + 0.01
+        assert (await deliver_due(now=sent_at)).resent == 1
+        body = (await client.next_event()).arguments[0]
+        assert (body["messageId"], body["retryCount"]) == (message_id, retry)
+    (entry,) = await get_pending().for_connection(cid)
+    gaps.append(entry.due - sent_at)
+    assert [round(g) for g in gaps] == [12, 14, 15, 10]
+
+    assert (await deliver_due(now=entry.due - 0.5)).dead_lettered == 0  # not yet
+    result = await deliver_due(now=entry.due + 0.01)
+    assert (result.resent, result.dead_lettered) == (0, 1)
+    dead = await database_sync_to_async(DeadLetter.objects.get)(message_id=message_id)
+    assert (dead.attempts, dead.reason, dead.method) == (4, DeadLetter.Reason.NO_ACK, "Note")
+    assert dead.connection_id == cid and dead.body["seq"] == 1 and dead.body["n"] == 1
+    assert dead.user_id == str((await client.invoke("Whoami")).result["userId"])
+    assert await get_pending().count() == 0
+    assert await client.nothing_more()
+
+
+async def test_a_requeued_dead_letter_is_delivered_again_and_leaves_when_acked(stores, hub_client, alice_token):
+    client, cid = await echo_client(hub_client, alice_token)
+    message_id = await send_acked()
+    await client.next_event()
+    for _ in range(5):  # run the schedule out
+        (entry,) = await get_pending().for_connection(cid) or (None,)
+        if entry is None:
+            break
+        await deliver_due(now=entry.due + 0.01)
+    dead = await database_sync_to_async(DeadLetter.objects.get)(message_id=message_id)
+    for retry in (1, 2, 3):  # the retries arrived
+        assert (await client.next_event()).arguments[0]["retryCount"] == retry
+    assert await client.nothing_more()
+
+    (done,) = await requeue([dead.pk])
+    assert done.connections == (cid,) and not done.waiting
+    body = (await client.next_event()).arguments[0]
+    assert (body["messageId"], body["retryCount"], body["n"]) == (message_id, 4, 1)
+    assert not await database_sync_to_async(DeadLetter.objects.filter(pk=dead.pk).exists)()
+    assert [e.message_id for e in await get_pending().for_connection(cid)] == [message_id]
+    assert (await client.invoke("AcknowledgeMessage", message_id)).result is True
+    assert await get_pending().count() == 0
+
+
+@pytest.mark.parametrize("policy", ["retry", "dead_letter"])
+async def test_nack_follows_the_policy(stores, hub_client, alice_token, policy):
+    with override_settings(CONDUIT_RT={**stores, "NACK_POLICY": policy}):
+        client, cid = await echo_client(hub_client, alice_token)
+        message_id = await send_acked()
+        await client.next_event()
+        answer = await client.invoke("NackMessage", message_id, "cannot parse")
+        assert answer.result == policy
+        result = await deliver_due(now=time.time() + 0.01)
+        if policy == "retry":
+            assert result.resent == 1
+            assert (await client.next_event()).arguments[0]["retryCount"] == 1
+            assert [e.attempts for e in await get_pending().for_connection(cid)] == [1]
+        else:
+            assert result.resent == 0 and await get_pending().count() == 0
+            dead = await database_sync_to_async(DeadLetter.objects.get)(message_id=message_id)
+            assert dead.reason == DeadLetter.Reason.NACKED and dead.last_error == "Nacked: cannot parse"
+        assert (await client.invoke("NackMessage", "unknown-id", "x")).result == "unknown"
+
+
+async def test_a_users_new_connection_gets_what_the_old_one_did_not_ack(stores, hub_client, alice_token, bob):
+    old, old_cid = await echo_client(hub_client, alice_token)
+    message_id = await send_acked()
+    await old.next_event()
+    await old.close()  # gone without acking (the official client reconnects with a new id)
+
+    new, _ = await echo_client(hub_client, alice_token, group=None)
+    body = (await new.next_event()).arguments[0]
+    assert (body["messageId"], body["retryCount"]) == (message_id, 1)
+    assert await get_pending().for_connection(old_cid) == []
+    assert (await new.invoke("AcknowledgeMessage", message_id)).result is True
+    assert await get_pending().count() == 0
+
+
+async def test_a_second_live_connection_does_not_take_over_the_first_ones_messages(
+    stores, hub_client, alice_token
+):
+    first, first_cid = await echo_client(hub_client, alice_token)
+    await send_acked()
+    await first.next_event()
+    _second, _ = await echo_client(hub_client, alice_token, group=None)
+    assert len(await get_pending().for_connection(first_cid)) == 1
+
+
+async def test_confirmation_true_when_acked_in_time_false_otherwise(stores, hub_client, alice_token):
+    client, _ = await echo_client(hub_client, alice_token, group=None)
+    invocation = asyncio.ensure_future(client.invoke("Confirm", "yes?", 2.0))
+    event = await client.communicator.receive_output(timeout=3)  # the PleaseConfirm
+    (message,) = client.decoder.feed(event["text"])
+    assert message.target == "PleaseConfirm"
+    await ack(client, message.arguments[0]["messageId"])  # handled while Confirm still runs
+    assert (await asyncio.wait_for(invocation, 3)).result is True
+
+    answer = await client.invoke("Confirm", "again?", 0.2)  # never acked
+    assert answer.result is False
+    assert [e.target for e in client.events] == ["PleaseConfirm"]
+    assert await get_pending().count() == 0  # cleaned up both times
+
+
+async def test_breaker_open_spools_acked_sends_and_refuses_fire_and_forget(stores, hub_client, alice_token):
+    client, _ = await echo_client(hub_client, alice_token)
+    breaker = get_breaker()
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+
+    first = await send_acked(payload={"n": 1})
+    second = await send_acked(payload={"n": 2})
+    rows = await database_sync_to_async(lambda: list(AckedMessage.objects.order_by("created_at")))()
+    assert [(r.id, r.published_at) for r in rows] == [(first, None), (second, None)]
+    with pytest.raises(DeliveryUnavailable):
+        await get_hub_context(ECHO).clients.group("room").asend("Note", {"n": 3})
+    assert (await deliver_due(now=time.time())).skipped  # no pass while it is open
+    assert await client.nothing_more()
+
+    breaker.record_success()  # as a successful trial call would
+    result = await deliver_due(now=time.time() + 0.01)
+    assert result.published == 2
+    bodies = [(await client.next_event()).arguments[0] for _ in range(2)]
+    assert [(b["messageId"], b["n"], b["seq"]) for b in bodies] == [(first, 1, 1), (second, 2, 2)]
+    assert await get_pending().count() == 2
+
+
+async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_token, monkeypatch):
+    from hubs.delivery import runner
+
+    with override_settings(CONDUIT_RT={**stores, "ACK_TIMEOUT": 0.2, "RETRY_BACKOFF": 0.1, "RETRY_INTERVAL": 0.05}):
+        client, _ = await echo_client(hub_client, alice_token)
+        assert runner.ensure_embedded_runner() is True
+        try:
+            message_id = await send_acked()
+            first = (await client.next_event()).arguments[0]
+            again = (await client.next_event(timeout=3)).arguments[0]
+            assert (first["retryCount"], again["retryCount"]) == (0, 1)
+            assert again["messageId"] == message_id
+        finally:
+            runner._runners.pop(asyncio.get_running_loop()).cancel()
