@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from hubs.beat import beat_schedule
 from hubs.conf import environ_overrides
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -151,6 +152,11 @@ else:
 
 # Eager (in the server process) in the embedded mode; a real worker once Redis is there.
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
+
+# Retries of acknowledged messages run in ONE layer: Celery beat + workers once there is a real
+# broker, else a loop in the server process (docs/operations.md).
+CONDUIT_RT.setdefault("RETRY_RUNNER", "embedded" if CELERY_TASK_ALWAYS_EAGER else "celery")
+CELERY_BEAT_SCHEDULE = beat_schedule(float(CONDUIT_RT.get("RETRY_INTERVAL", 1.0)))  # type: ignore[arg-type]
 
 CELERY_TASK_DEFAULT_QUEUE = key_prefix
 CELERY_TASK_EAGER_PROPAGATES = True

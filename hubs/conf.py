@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGE_RETENTION": 86400.0,
     # ... and dead letters this many seconds, by the retention task.
     "DEAD_LETTER_RETENTION": 7 * 86400.0,
+    # Seconds a connection counts as present without its server renewing its lease (renewed
+    # every third of it); a server that died loses its connections after this long.
+    "PRESENCE_TTL": 30.0,
     # --- Circuit breaker around the channel layer and Redis ------------------------------------
     # Consecutive failures that open the breaker, and seconds until it lets a trial call through.
     "BREAKER_FAILURE_THRESHOLD": 5,

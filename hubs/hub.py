@@ -58,6 +58,7 @@ from .naming import (
 )
 from .outbound import Outbound, encode_outbound
 from .payloads import build_body, to_wire
+from .presence import local_connections
 from .protocol import (
     CancelInvocationMessage,
     CloseMessage,
@@ -707,6 +708,7 @@ class Hub(AsyncConsumer):
             await self.channel_layer.group_add(channel, self.channel_name)
             self._system_groups.append(channel)
         await self._record_members("add", channels, user_id=self.context.user_id)
+        await self._presence("register")
 
     async def _join_group(self, group: str, metadata: dict[str, Any]) -> None:
         assert self.context is not None
@@ -740,6 +742,20 @@ class Hub(AsyncConsumer):
         except Exception:
             logger.exception("%s: could not record memberships (%s).", self.get_hub_name(), action)
             hub_metrics().errors.labels(where="members").inc()
+
+    async def _presence(self, action: str) -> None:
+        """Take or end this connection's presence lease (``hubs.presence``); a failure is logged
+        and counted, the connection carries on (the lease only matters for redelivery)."""
+        assert self.context is not None
+        connections = local_connections()
+        try:
+            if action == "register":
+                await connections.register(self.context.connection_id)
+            else:
+                await connections.unregister(self.context.connection_id)
+        except Exception:
+            logger.exception("%s: could not %s the connection's presence.", self.get_hub_name(), action)
+            hub_metrics().errors.labels(where="presence").inc()
 
     # ----------------------------------------------------------------------------- sending
 
@@ -811,6 +827,8 @@ class Hub(AsyncConsumer):
                 logger.exception("%s: could not leave %s.", self.get_hub_name(), channel)
                 hub_metrics().errors.labels(where="group_discard").inc()
         await self._record_members("remove", channels, forget_user=True)
+        if self._system_groups:
+            await self._presence("unregister")
         for future in self._confirmations.values():
             if not future.done():
                 future.set_result(False)

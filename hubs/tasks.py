@@ -1,6 +1,12 @@
-"""Celery tasks of the hubs app: the simulated video generation behind the demo.
+"""Celery tasks of the hubs app: the retry pass and retention of acknowledged delivery, and the
+simulated video generation behind the demo.
 
-In the embedded mode Celery runs tasks eagerly; ``start_simulation`` then runs the task in a
+``hubs.deliver_due`` and ``hubs.apply_delivery_retention`` are meant for Celery beat
+(``hubs.beat.beat_schedule()``) when ``RETRY_RUNNER`` is ``"celery"``. Both are idempotent: a
+pass leases what it takes, so two running at once (a slow one and the next beat) never send the
+same entry twice, and a pass killed half-way leaves its leased entries to come back.
+
+In the embedded mode Celery runs tasks eagerly; ``start_simulation`` then runs the demo task in a
 worker thread of the server so the HTTP request that created it returns at once.
 """
 
@@ -18,6 +24,7 @@ from django.conf import settings
 
 from . import task_events
 from .conf import conduit_settings
+from .loop_thread import loop_thread
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,43 @@ def run_simulation(task_id: str, *, sleep: Callable[[float], None] = time.sleep)
         status=Task.Status.COMPLETED, progress=100, message="Done", result=result
     )
     task_events.task_completed(task.pk, result=result, message="Done")
+
+
+@shared_task(name="hubs.deliver_due", acks_late=True, ignore_result=True)
+def deliver_due() -> dict[str, Any]:
+    """One retry pass (``hubs.delivery.retry.deliver_due``); beat runs it every ``RETRY_INTERVAL``.
+
+    Does nothing unless ``RETRY_RUNNER`` is ``"celery"``: retries run in one layer only.
+    """
+    from dataclasses import asdict
+
+    from .delivery.retry import deliver_due as run_pass
+
+    if conduit_settings.RETRY_RUNNER != "celery":
+        logger.warning("hubs.deliver_due ran but RETRY_RUNNER is %r: skipped.", conduit_settings.RETRY_RUNNER)
+        return {"skipped": True}
+    result = loop_thread().run(run_pass(), timeout=max(60.0, float(conduit_settings.ACK_TIMEOUT)))
+    if result.published or result.resent or result.dead_lettered:
+        logger.info(
+            "Retry pass: %d published, %d resent, %d dead-lettered.",
+            result.published,
+            result.resent,
+            result.dead_lettered,
+        )
+    return asdict(result)
+
+
+@shared_task(name="hubs.apply_delivery_retention", acks_late=True, ignore_result=True)
+def apply_delivery_retention() -> dict[str, int]:
+    """Delete dead letters past ``DEAD_LETTER_RETENTION`` and acknowledged messages past
+    ``MESSAGE_RETENTION``; returns (and logs) the counts."""
+    from dataclasses import asdict
+
+    from .delivery.dead_letters import apply_retention
+
+    done = apply_retention()
+    logger.info("Retention: %d dead letter(s), %d message(s) deleted.", done.dead_letters, done.messages)
+    return asdict(done)
 
 
 @shared_task(name="hubs.simulate_video_generation", acks_late=True)

@@ -118,9 +118,9 @@ async def _requeue_one(row: Any, now: float) -> Requeued:
     from ..models import AckedMessage, DeadLetter
 
     members = get_members()
-    live = await members.resolve([connection_channel(row.connection_id)])
+    live = await _alive(members, [connection_channel(row.connection_id)])
     if not live and row.user_id:
-        live = await members.resolve([user_channel(row.namespace, row.user_id)])
+        live = await _alive(members, [user_channel(row.namespace, row.user_id)])
     recipients = live or {row.connection_id: row.user_id or None}
     body = {k: v for k, v in row.body.items() if k not in ("seq", "epoch")}
 
@@ -156,6 +156,13 @@ async def _requeue_one(row: Any, now: float) -> Requeued:
     hub_metrics().retries.labels(hub=row.hub, method=row.method, kind="requeue").inc()
     logger.info("Dead letter %s requeued to %s.", row.message_id, ", ".join(recipients))
     return Requeued(row.message_id, tuple(live), waiting=not live)
+
+
+async def _alive(members: Any, channels: list[str]) -> dict[str, str | None]:
+    """The members of ``channels`` whose presence lease holds, with their users."""
+    found = await members.resolve(channels)
+    alive = await members.alive(found)
+    return {c: u for c, u in found.items() if c in alive}
 
 
 def purge(dead_letter_ids: Iterable[int] | None = None) -> int:

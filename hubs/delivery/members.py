@@ -8,14 +8,17 @@ selector (group, user, connection, all) resolves the same way.
 
 Two backends with one contract: ``MemoryMembers`` (one process, the embedded mode) and
 ``RedisMembers`` (Redis sets, shared by every process). A process that dies leaves its members
-behind; the connection monitor's leases (issue 4) will sweep them, and a pending entry for a
-connection that no longer exists ends as a dead letter, never as a silent loss.
+behind, so membership alone does not say a connection still exists: presence does. Each server
+process refreshes a lease for each of its connections (``touch``, by ``hubs.presence``) and
+``alive`` answers which leases hold; a connection whose process died is gone once its lease
+(``PRESENCE_TTL``) runs out.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..conf import conduit_settings
@@ -43,14 +46,28 @@ class Members(Protocol):
         """The connections in any of ``channels``, each with its user (None: anonymous)."""
         ...
 
+    async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
+        """Renew the presence lease of each connection for ``ttl`` seconds."""
+        ...
+
+    async def vanish(self, connection_id: str) -> None:
+        """End the connection's presence lease (it closed)."""
+        ...
+
+    async def alive(self, connection_ids: Iterable[str]) -> set[str]:
+        """Those of ``connection_ids`` whose presence lease holds."""
+        ...
+
 
 class MemoryMembers:
     """Memberships in this process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._groups: dict[str, set[str]] = {}
         self._users: dict[str, str] = {}
+        self._leases: dict[str, float] = {}
 
     async def add(self, connection_id: str, channels: Iterable[str], user_id: str | None = None) -> None:
         with self._lock:
@@ -81,6 +98,23 @@ class MemoryMembers:
         found = await self.members(channels)
         with self._lock:
             return {c: self._users.get(c) for c in found}
+
+    async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
+        with self._lock:
+            until = self._clock() + ttl
+            for connection_id in connection_ids:
+                self._leases[connection_id] = until
+
+    async def vanish(self, connection_id: str) -> None:
+        with self._lock:
+            self._leases.pop(connection_id, None)
+
+    async def alive(self, connection_ids: Iterable[str]) -> set[str]:
+        with self._lock:
+            now = self._clock()
+            for connection_id in [c for c, until in self._leases.items() if until <= now]:
+                del self._leases[connection_id]
+            return {c for c in connection_ids if c in self._leases}
 
 
 class RedisMembers:
@@ -126,6 +160,26 @@ class RedisMembers:
             return {}
         users = await self.redis.client().mget([self._user_key(c) for c in found])
         return {c: (u.decode() if u is not None else None) for c, u in zip(found, users, strict=True)}
+
+    def _lease_key(self, connection_id: str) -> str:
+        return f"{self.prefix}alive:{connection_id}"
+
+    async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
+        milliseconds = max(1, int(ttl * 1000))
+        async with self.redis.client().pipeline(transaction=False) as pipe:
+            for connection_id in connection_ids:
+                pipe.set(self._lease_key(connection_id), 1, px=milliseconds)
+            await pipe.execute()
+
+    async def vanish(self, connection_id: str) -> None:
+        await self.redis.client().delete(self._lease_key(connection_id))
+
+    async def alive(self, connection_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(connection_ids))
+        if not ids:
+            return set()
+        found = await self.redis.client().mget([self._lease_key(c) for c in ids])
+        return {c for c, lease in zip(ids, found, strict=True) if lease is not None}
 
 
 _built: tuple[Any, Members] | None = None

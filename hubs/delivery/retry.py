@@ -50,8 +50,9 @@ class PassResult:
 
 
 def _lease() -> float:
-    """How long a claimed entry is reserved for the pass that claimed it."""
-    return max(30.0, float(conduit_settings.ACK_TIMEOUT))
+    """How long a claimed entry is reserved for the pass that claimed it (a pass takes
+    milliseconds; a pass that died gives its entries back after this)."""
+    return max(5.0, 5 * float(conduit_settings.RETRY_INTERVAL))
 
 
 async def deliver_due(*, now: float | None = None, limit: int | None = None) -> PassResult:
@@ -67,6 +68,9 @@ async def deliver_due(*, now: float | None = None, limit: int | None = None) -> 
         result.published = await publish_spooled(now=now, limit=limit)
         entries = await get_breaker().call(lambda: get_pending().claim_due(now, limit, _lease()))
         messages = await _load_messages({e.message_id for e in entries})
+        entries = await _follow_vanished(entries, messages, now)
+        missing = {e.message_id for e in entries} - set(messages)
+        messages.update(await _load_messages(missing))
         for entry in entries:
             await _process(entry, messages.get(entry.message_id), now, result)
     except Exception:
@@ -111,6 +115,39 @@ async def _load_messages(message_ids: Iterable[str]) -> dict[str, Any]:
     if not ids:
         return {}
     return await database_sync_to_async(lambda: AckedMessage.objects.in_bulk(ids))()
+
+
+async def _follow_vanished(
+    entries: list[PendingEntry], messages: dict[str, Any], now: float
+) -> list[PendingEntry]:
+    """Entries of connections that are gone (their presence lease ran out) move to a live
+    connection of the same user, which then gets them: a user who reconnected before the old
+    connection's lease ran out still receives what the old one owed."""
+    members = get_members()
+    alive = await members.alive({e.connection_id for e in entries})
+    vanished = [
+        e
+        for e in entries
+        if e.connection_id not in alive and e.user_id is not None and e.message_id in messages
+    ]
+    if not vanished:
+        return entries
+    kept = [e for e in entries if e not in vanished]
+    by_user: dict[tuple[str, str], list[PendingEntry]] = {}
+    for entry in vanished:
+        assert entry.user_id is not None
+        by_user.setdefault((messages[entry.message_id].namespace, entry.user_id), []).append(entry)
+    max_attempts = max(0, int(conduit_settings.MAX_RETRIES) - 1)
+    for (namespace, user_id), stale in by_user.items():
+        live = await members.alive(await members.members([user_channel(namespace, user_id)]))
+        if not live:
+            kept.extend(stale)  # nowhere to go yet: the schedule runs on
+            continue
+        heir = sorted(live)[0]
+        moved = await get_pending().adopt(user_id, heir, live, now + _lease(), max_attempts)
+        logger.info("Moved %d pending message(s) of user %s to connection %s.", len(moved), user_id, heir)
+        kept.extend(moved)
+    return kept
 
 
 async def _process(
@@ -162,7 +199,8 @@ async def adopt_and_redeliver(
     """A user's new connection takes over what the user's vanished connections still owe an ack
     for, and gets it at once. Runs when a connection of an authenticated user is established."""
     now = time.time() if now is None else now
-    live = await get_members().members([user_channel(namespace, user_id)])
+    members = get_members()
+    live = await members.alive(await members.members([user_channel(namespace, user_id)]))
     max_attempts = max(0, int(conduit_settings.MAX_RETRIES) - 1)
     moved = await get_pending().adopt(user_id, connection_id, live, now + _lease(), max_attempts)
     if not moved:

@@ -284,3 +284,22 @@ async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_
             assert again["messageId"] == message_id
         finally:
             runner._runners.pop(asyncio.get_running_loop()).cancel()
+
+
+async def test_a_pass_moves_what_a_vanished_connection_owes_to_the_users_live_one(stores, hub_client, alice_token):
+    old, old_cid = await echo_client(hub_client, alice_token)
+    message_id = await send_acked()
+    await old.next_event()
+    new, new_cid = await echo_client(hub_client, alice_token, group=None)
+    assert await new.nothing_more()  # the old connection is still present: nothing moves yet
+    # The old connection's server died: its lease is gone (here ended by hand), its socket too.
+    await members.get_members().vanish(old_cid)
+
+    (entry,) = await get_pending().for_connection(old_cid)
+    result = await deliver_due(now=entry.due + 0.01)
+    assert result.resent == 1
+    body = (await new.next_event()).arguments[0]
+    assert (body["messageId"], body["retryCount"]) == (message_id, 1)
+    assert await old.nothing_more()
+    assert await get_pending().for_connection(old_cid) == []
+    assert [e.message_id for e in await get_pending().for_connection(new_cid)] == [message_id]

@@ -36,3 +36,21 @@ async def test_resolve_names_each_members_user_until_it_is_forgotten(members):
     await members.add("c1", ["g"])
     assert await members.resolve(["g"]) == {"c1": None, "c2": None}
     assert await members.resolve([]) == {}
+
+
+async def test_presence_leases_hold_until_they_end(members):
+    await members.touch(["c1", "c2"], ttl=30)
+    assert await members.alive(["c1", "c2", "c3"]) == {"c1", "c2"}
+    await members.vanish("c2")
+    assert await members.alive(["c1", "c2"]) == {"c1"}
+    assert await members.alive([]) == set()
+
+
+async def test_memory_presence_runs_on_its_clock():
+    now = [100.0]
+    members = MemoryMembers(clock=lambda: now[0])
+    await members.touch(["c1"], ttl=30)
+    now[0] = 129.9
+    assert await members.alive(["c1"]) == {"c1"}
+    now[0] = 130.0
+    assert await members.alive(["c1"]) == set()
