@@ -81,6 +81,8 @@ from .security import origin_allowed
 logger = logging.getLogger(__name__)
 
 _RECENT_IDS = 256
+#: Seconds a closing connection waits for its tasks to stop before it releases the rest.
+_TEARDOWN_WAIT = 5.0
 #: Hub methods handled as they arrive instead of waiting in the invocation queue.
 _INLINE_METHODS = frozenset({"acknowledgemessage", "nackmessage"})
 
@@ -270,6 +272,23 @@ class Hub(AsyncConsumer):
         return True
 
     # ----------------------------------------------------------------------------- dispatch
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the consumer; when it ends without a disconnect (the channel layer failed, e.g.
+        Redis went away, or the server cancelled it), still release what the connection holds."""
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            if not self._torn_down:
+                self._closed = True
+                hub_metrics().errors.labels(where="consumer_crashed").inc()
+                logger.warning(
+                    "%s: connection %s ended abnormally: %r", self.get_hub_name(), self.connection_id, exc
+                )
+                await asyncio.shield(
+                    self._teardown(ConnectionLost(f"The server ended the connection: {exc!r}"))
+                )
+            raise
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route ASGI and layer messages to handlers.
@@ -810,11 +829,21 @@ class Hub(AsyncConsumer):
         if self._torn_down:
             return
         self._torn_down = True
+        if self.context is not None and self._system_groups:
+            local_connections().forget(self.context.connection_id)  # first: no more lease renewals
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=_TEARDOWN_WAIT)
+            if stuck:
+                logger.warning(
+                    "%s: %d task(s) did not stop within %s s.",
+                    self.get_hub_name(),
+                    len(stuck),
+                    _TEARDOWN_WAIT,
+                )
         if self.context is None:
             return
         channels = self._system_groups + [

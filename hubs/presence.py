@@ -36,11 +36,16 @@ class LocalConnections:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._renew(), name="conduit-presence")
 
-    async def unregister(self, connection_id: str) -> None:
-        """Forget the connection and end its lease."""
+    def forget(self, connection_id: str) -> None:
+        """Stop renewing the connection's lease (synchronous: the first thing a closing
+        connection does, so a teardown cut short can never leave a lease renewed forever)."""
         self.connection_ids.discard(connection_id)
         if not self.connection_ids:
             self._wake.set()  # the renewal task ends instead of sleeping on
+
+    async def unregister(self, connection_id: str) -> None:
+        """Forget the connection and end its lease now."""
+        self.forget(connection_id)
         await get_members().vanish(connection_id)
 
     async def _renew(self) -> None:

@@ -124,9 +124,12 @@ async def publish(message: Any, *, now: float | None = None) -> bool:
 
 async def _publish(message: Any, now: float) -> tuple[int | None, str | None, int]:
     channels = [channel for channel, _ in message.targets]
-    recipients = await get_members().resolve(channels)
-    for excluded in message.exclude:
-        recipients.pop(excluded, None)
+    members = get_members()
+    found = await members.resolve(channels)
+    # Only connections whose presence lease holds: a member left behind by a server that died
+    # would otherwise owe acks nobody can give.
+    alive = await members.alive(found)
+    recipients = {c: u for c, u in found.items() if c in alive and c not in message.exclude}
     delay = retry_policy().next_delay(0)
     due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
     if recipients:

@@ -95,13 +95,20 @@ async def dead_letter_now(connection_id: str, message_id: str, *, reason: str, n
 class Requeued:
     """Where a requeued dead letter went."""
 
+    dead_letter_id: int
     message_id: str
     connections: tuple[str, ...]
     waiting: bool  # no live recipient: it waits for the user's (or connection's) next connection
 
 
 async def requeue(dead_letter_ids: Iterable[int], *, now: float | None = None) -> list[Requeued]:
-    """Deliver dead letters again (acknowledged) and delete them; returns where each went."""
+    """Deliver dead letters again (acknowledged) and delete them; returns where each went.
+
+    A row that someone else requeued or purged at the same moment is skipped (not in the
+    result): the pending entry is registered first, then the row is claimed by deleting it, and
+    only the claimer sends. A crash between the two leaves the row and a pending entry: the
+    message is retried and stays listed, never lost.
+    """
     from ..models import DeadLetter
 
     now = time.time() if now is None else now
@@ -110,11 +117,13 @@ async def requeue(dead_letter_ids: Iterable[int], *, now: float | None = None) -
     )()
     done = []
     for row in rows:
-        done.append(await _requeue_one(row, now))
+        result = await _requeue_one(row, now)
+        if result is not None:
+            done.append(result)
     return done
 
 
-async def _requeue_one(row: Any, now: float) -> Requeued:
+async def _requeue_one(row: Any, now: float) -> Requeued | None:
     from ..models import AckedMessage, DeadLetter
 
     members = get_members()
@@ -146,16 +155,18 @@ async def _requeue_one(row: Any, now: float) -> Requeued:
     delay = retry_policy().next_delay(0)
     due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
     await get_pending().register(row.message_id, recipients, due)
+    deleted, _ = await database_sync_to_async(lambda: DeadLetter.objects.filter(pk=row.pk).delete())()
+    if not deleted:
+        return None  # requeued or purged by someone else meanwhile: they deliver it
     if live:
         sent = {**row.body, "retryCount": row.attempts}
         outbound = encode_outbound(row.method, sent)
         layer = get_channel_layer(row.layer_alias)
         for connection_id in live:
             await layer.group_send(connection_channel(connection_id), outbound.layer_message(redeliver=True))
-    await database_sync_to_async(lambda: DeadLetter.objects.filter(pk=row.pk).delete())()
     hub_metrics().retries.labels(hub=row.hub, method=row.method, kind="requeue").inc()
     logger.info("Dead letter %s requeued to %s.", row.message_id, ", ".join(recipients))
-    return Requeued(row.message_id, tuple(live), waiting=not live)
+    return Requeued(row.pk, row.message_id, tuple(live), waiting=not live)
 
 
 async def _alive(members: Any, channels: list[str]) -> dict[str, str | None]:

@@ -163,11 +163,12 @@ class Server:
 class ClientProcess:
     """A client driver process (see ``clients/``): JSON commands in, JSON events out."""
 
-    def __init__(self, argv: list[str], name: str) -> None:
+    def __init__(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -218,8 +219,15 @@ class ClientProcess:
                     f"output: {self.stderr[-20:]}"
                 )
             try:
-                item = self.events.get(timeout=remaining)
+                item = self.events.get(timeout=min(remaining, 0.5))
             except queue.Empty:
+                if self.process.poll() is not None and self.events.empty():
+                    time.sleep(0.2)  # let the reader threads take the last lines
+                    if self.events.empty():
+                        raise AssertionError(
+                            f"{self.name}: exited ({self.process.returncode}) without {event} {match or ''}; "
+                            f"output: {self.stderr[-20:]}"
+                        ) from None
                 continue
             if _matches(item, event, match):
                 return item
@@ -237,13 +245,28 @@ class ClientProcess:
             return
         raise AssertionError(f"{self.name}: unexpected {item}")
 
-    def take_messages(self, target: str) -> list[dict[str, Any]]:
-        """Take the server events of ``target`` received so far (without waiting), in order."""
+    def _drain(self) -> None:
         while True:
             try:
                 self.seen.append(self.events.get_nowait())
             except queue.Empty:
-                break
+                return
+
+    def has(self, event: str) -> bool:
+        """Whether an event of this kind arrived (without waiting or taking it)."""
+        self._drain()
+        return any(e.get("event") == event for e in self.seen)
+
+    def take_events(self, event: str) -> list[dict[str, Any]]:
+        """Take the events of this kind received so far (without waiting), in order."""
+        self._drain()
+        taken = [e for e in self.seen if e.get("event") == event]
+        self.seen = [e for e in self.seen if e.get("event") != event]
+        return taken
+
+    def take_messages(self, target: str) -> list[dict[str, Any]]:
+        """Take the server events of ``target`` received so far (without waiting), in order."""
+        self._drain()
         taken = [e for e in self.seen if e.get("event") == "message" and e.get("target") == target]
         self.seen = [e for e in self.seen if e not in taken]
         return [e["payload"] for e in taken]
