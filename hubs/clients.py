@@ -81,11 +81,17 @@ class ClientProxy:
         """
         if not isinstance(method, str) or not method:
             raise ValueError("A server event needs a non-empty method name.")
-        body = build_body(payload, correlation_id=correlation_id, omit_nulls=conduit_settings.OMIT_NULLS)
+        acknowledged = position is None and acked.wants_ack(method, ack)
+        body = build_body(
+            payload,
+            correlation_id=correlation_id,
+            requires_ack=acknowledged,
+            omit_nulls=conduit_settings.OMIT_NULLS,
+        )
         if position is not None:
             body = {**body, "seq": position.seq, "epoch": position.epoch}
         plain = encode_outbound(method, body)  # also refuses what the wire cannot carry, before any send
-        if position is None and acked.wants_ack(method, ack):
+        if acknowledged:
             return await self._send_acked(plain)
         if self._direct is not None:
             await self._direct(plain)

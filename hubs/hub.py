@@ -216,7 +216,9 @@ class Hub(AsyncConsumer):
         """
         if self.context is None or self._closed:
             return False
-        body = build_body(payload, correlation_id=correlation_id, omit_nulls=conduit_settings.OMIT_NULLS)
+        body = build_body(
+            payload, correlation_id=correlation_id, requires_ack=True, omit_nulls=conduit_settings.OMIT_NULLS
+        )
         outbound = encode_outbound(method, body)
         connection_id = self.context.connection_id
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -53,7 +53,9 @@ def utc_timestamp(now: datetime | None = None) -> str:
 
 
 #: Keys the envelope owns; a payload that uses one is refused rather than silently overwritten.
-ENVELOPE_KEYS = frozenset({"messageId", "timestamp", "correlationId", "retryCount", "seq", "epoch"})
+ENVELOPE_KEYS = frozenset(
+    {"messageId", "timestamp", "correlationId", "retryCount", "seq", "epoch", "requiresAck"}
+)
 
 
 def build_body(
@@ -62,10 +64,15 @@ def build_body(
     message_id: str | None = None,
     correlation_id: str | None = None,
     retry_count: int = 0,
+    requires_ack: bool = False,
     omit_nulls: bool = True,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The single object a server event carries: the payload's fields plus the envelope."""
+    """The single object a server event carries: the payload's fields plus the envelope.
+
+    ``requiresAck`` is present (true) only on acknowledged messages: the client answers those
+    with ``AcknowledgeMessage(messageId)``.
+    """
     body = to_wire(payload if payload is not None else {}, omit_nulls=omit_nulls)
     if not isinstance(body, dict):
         raise TypeError(
@@ -81,6 +88,8 @@ def build_body(
         "correlationId": correlation_id,
         "retryCount": retry_count,
     }
+    if requires_ack:
+        envelope["requiresAck"] = True
     if omit_nulls:
         envelope = {k: v for k, v in envelope.items() if v is not None}
     return {**body, **envelope}

@@ -34,10 +34,22 @@ const connection = new signalR.HubConnectionBuilder()
 
 let currentTask = null;
 
+// Acknowledged events (requiresAck: the terminal ones by default) are resent (retryCount + 1)
+// until this connection calls AcknowledgeMessage. Copies of an event already shown are
+// acknowledged again and not shown twice (docs/delivery.md).
+const seen = new Set();
+
 for (const name of ["TaskStarted", "TaskProgress", "TaskCompleted", "TaskFailed", "TaskCancelled"]) {
   connection.on(name, (payload) => {
-    logEvent(name, payload);
-    if (payload.taskId === currentTask) showProgress(payload);
+    const fresh = !seen.has(payload.messageId);
+    seen.add(payload.messageId);
+    if (fresh) {
+      logEvent(name, payload);
+      if (payload.taskId === currentTask) showProgress(payload);
+    }
+    if (payload.requiresAck) {
+      connection.send("AcknowledgeMessage", payload.messageId).catch(() => {});
+    }
   });
 }
 

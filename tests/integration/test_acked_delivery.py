@@ -101,11 +101,17 @@ async def test_terminal_events_are_persisted_and_pending_per_connection_before_t
     assert row.seq == 1 and row.epoch
     for client in (one, two):
         body = (await client.next_event()).arguments[0]
-        assert (body["messageId"], body["retryCount"], body["seq"]) == (message_id, 0, 1)
+        assert (body["messageId"], body["retryCount"], body["seq"], body["requiresAck"]) == (
+            message_id,
+            0,
+            1,
+            True,
+        )
     assert await get_pending().count() == 2
 
     # Progress is fire-and-forget: nothing persisted, nothing pending.
     progress_id = await task_events.atask_progress(alice_task.id, 50)
+    assert "requiresAck" not in (await one.next_event()).arguments[0]
     assert not await database_sync_to_async(AckedMessage.objects.filter(pk=progress_id).exists)()
     assert await get_pending().count() == 2
 
@@ -163,7 +169,9 @@ async def test_retries_back_off_then_the_message_becomes_a_dead_letter(stores, h
     assert await client.nothing_more()
 
 
-async def test_a_requeued_dead_letter_is_delivered_again_and_leaves_when_acked(stores, hub_client, alice_token):
+async def test_a_requeued_dead_letter_is_delivered_again_and_leaves_when_acked(
+    stores, hub_client, alice_token
+):
     client, cid = await echo_client(hub_client, alice_token)
     message_id = await send_acked()
     await client.next_event()
@@ -273,7 +281,9 @@ async def test_breaker_open_spools_acked_sends_and_refuses_fire_and_forget(store
 async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_token, monkeypatch):
     from hubs.delivery import runner
 
-    with override_settings(CONDUIT_RT={**stores, "ACK_TIMEOUT": 0.2, "RETRY_BACKOFF": 0.1, "RETRY_INTERVAL": 0.05}):
+    with override_settings(
+        CONDUIT_RT={**stores, "ACK_TIMEOUT": 0.2, "RETRY_BACKOFF": 0.1, "RETRY_INTERVAL": 0.05}
+    ):
         client, _ = await echo_client(hub_client, alice_token)
         assert runner.ensure_embedded_runner() is True
         try:
@@ -286,7 +296,9 @@ async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_
             runner._runners.pop(asyncio.get_running_loop()).cancel()
 
 
-async def test_a_pass_moves_what_a_vanished_connection_owes_to_the_users_live_one(stores, hub_client, alice_token):
+async def test_a_pass_moves_what_a_vanished_connection_owes_to_the_users_live_one(
+    stores, hub_client, alice_token
+):
     old, old_cid = await echo_client(hub_client, alice_token)
     message_id = await send_acked()
     await old.next_event()

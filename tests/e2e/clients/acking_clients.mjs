@@ -87,6 +87,7 @@ class AckingClient {
   }
 
   ack(messageId) {
+    if (!messageId) return;
     this.connection.send("AcknowledgeMessage", messageId).catch(() => {
       this.acksFailed += 1; // the server sends it again; it is acknowledged then
     });
@@ -121,7 +122,8 @@ class AckingClient {
       this.lastSeq += 1;
       this.seen.add(next.messageId);
       this.processed.push([next.seq, next.messageId]);
-      this.ack(next.messageId);
+      if (next.requiresAck) this.ack(next.messageId);
+      else this.errors.push(`message ${next.messageId} does not ask for an ack`);
     }
   }
 
