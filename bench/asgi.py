@@ -1,7 +1,8 @@
 """ASGI application of the fan-out benchmark, served by one daphne process.
 
-WebSocket paths: ``/bench/hub`` (``BenchHub``), ``/bench/plain`` (``PlainConsumer``) and
-``/bench/plain-nodb`` (``PlainNoDbConsumer``); no session/auth middleware on any of them, so
+WebSocket paths: ``/bench/hub`` (``BenchHub``), ``/bench/acked-hub`` (``AckBenchHub``, for
+``bench/acked.py``), ``/bench/plain`` (``PlainConsumer``) and ``/bench/plain-nodb``
+(``PlainNoDbConsumer``); no session/auth middleware on any of them, so
 both sides pay the same (nothing) at connect. HTTP: ``GET /bench/stats`` (open sockets per path,
 layer state, pid) and ``POST /bench/reset`` (flush the channel layer; refused with 409 while any
 socket is open), which the driver uses to start each run from a clean layer.
@@ -25,7 +26,7 @@ from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from bench.bench_hub import BenchHub  # noqa: E402
+from bench.bench_hub import AckBenchHub, BenchHub  # noqa: E402
 from bench.plain_consumer import PlainConsumer, PlainNoDbConsumer  # noqa: E402
 
 #: Open WebSocket connections by path (an ASGI app instance is alive ⇔ its socket is open).
@@ -97,6 +98,7 @@ websocket_app = CountOpen(
     URLRouter(
         [
             path("bench/hub", BenchHub.as_asgi()),
+            path("bench/acked-hub", AckBenchHub.as_asgi()),
             path("bench/plain", PlainConsumer.as_asgi()),
             path("bench/plain-nodb", PlainNoDbConsumer.as_asgi()),
         ]

@@ -1,0 +1,505 @@
+"""Client process of the acknowledged-delivery benchmark: N receivers plus one trigger, one run.
+
+    python -m bench.acked_client --url ws://127.0.0.1:PORT --side hub-ack --n 100 --m 200 --group g1
+
+Sides (``bench/acked.py`` explains them):
+
+- ``hub`` / ``hub-ack``: ``/bench/acked-hub`` (``AckBenchHub``), raw SignalR JSON over aiohttp.
+  Receivers ``Join`` the group; the trigger invokes ``AckedBroadcast(group, m, ack)``. On
+  ``hub-ack`` every receiver acknowledges every ``Tick`` it receives, right after parsing it, with a
+  *non-blocking* invocation ``{"type":1,"target":"AcknowledgeMessage","arguments":[messageId]}``
+  (no invocation id, so no completion comes back); acks for the records of one frame go out in
+  one frame (the server writes one record per frame, so in practice one ack per frame).
+- ``sio-ack`` / ``sio``: the python-socketio server (``bench/socketio_app.py``), a raw Socket.IO v5
+  / Engine.IO v4 client over aiohttp (WebSocket transport only, no polling, default namespace):
+  ``42<id>["join",room]`` → ``43<id>[true]``; events arrive as ``42<id>["tick",{...}]`` and on
+  ``sio-ack`` are acknowledged at once with ``43<id>[]``; Engine.IO pings (``2``) get pongs
+  (``3``). The same parsing work as the hub side: one ``orjson.loads`` per record.
+
+Measured here: deliveries (distinct ``(connection, i)`` receipts, duplicates and receipts with
+``retryCount > 0`` counted apart) and their latency (receipt - payload ``t``). On the ack sides the
+client then polls the server's ``ack_progress`` until every ack was processed (or nothing moved for
+``--idle`` s), reads the pending-store count (hub), and fetches the server's ack timings
+(``ack_stats``): acked msgs/s = acks cleared / (last ack processed - first send), ack latency =
+server time once the ack was processed - server send time of that message.
+
+Prints one JSON object (the result) on stdout. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.client import BenchError, _ms, _percentile, _raise_nofile, _server_cpu
+
+RS = "\x1e"
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+SIDES = ("hub", "hub-ack", "sio", "sio-ack")
+ACK_SIDES = ("hub-ack", "sio-ack")
+HUB_PATH = "/bench/acked-hub"
+SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+CONNECT_CONCURRENCY = 64
+POLL_INTERVAL = 0.1
+
+
+class Tally:
+    """Deliveries of the run, across all receivers."""
+
+    def __init__(self, n: int, m: int) -> None:
+        self.m = m
+        self.expected = n * m
+        self.received = 0
+        self.duplicates = 0
+        self.retries = 0
+        self.unexpected = 0
+        self.acks_sent = 0
+        self.latencies: list[float] = []
+        self.first_sent = math.inf
+        self.last_recv = 0.0
+        self.done = asyncio.Event()
+
+    def record(self, seen: bytearray, index: Any, sent: Any, now: float, retry_count: Any = 0) -> None:
+        if not isinstance(index, int) or not 0 <= index < self.m or not isinstance(sent, float | int):
+            self.unexpected += 1
+            return
+        if isinstance(retry_count, int) and retry_count > 0:
+            self.retries += 1
+        if seen[index]:
+            self.duplicates += 1
+            return
+        seen[index] = 1
+        self.received += 1
+        self.latencies.append(now - sent)
+        self.first_sent = min(self.first_sent, sent)
+        self.last_recv = now
+        if self.received >= self.expected:
+            self.done.set()
+
+
+class Conn:
+    """One WebSocket, its reader task, and calls waiting for their answer by id."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, tally: Tally, acking: bool) -> None:
+        self.ws = ws
+        self.tally = tally
+        self.acking = acking
+        self.seen = bytearray(tally.m)
+        self.waiting: dict[str, asyncio.Future[Any]] = {}
+        self.next_id = 0
+        self.opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self.on_text(msg.data, time.time())
+        finally:
+            error = BenchError("the server closed the connection")
+            for future in [self.opened, *self.waiting.values()]:
+                if not future.done():
+                    future.set_exception(error)
+
+    async def on_text(self, data: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _answer(self, key: str, value: Any) -> None:
+        future = self.waiting.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    async def _call(self, key: str, frame: str, limit: float, what: str) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[key] = future
+        await self.ws.send_str(frame)
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError as exc:
+            raise BenchError(f"no answer to {what} within {limit:.0f} s") from exc
+        finally:
+            self.waiting.pop(key, None)
+
+    async def wait_open(self, limit: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self.opened), limit)
+        except TimeoutError as exc:
+            raise BenchError(f"no handshake within {limit:.0f} s") from exc
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+    # The operations every side offers.
+    async def join(self, group: str, limit: float) -> None:
+        raise NotImplementedError
+
+    async def broadcast(self, group: str, count: int, ack: bool, limit: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def ack_progress(self, limit: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def ack_stats(self, limit: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def pending_count(self, limit: float) -> int | None:
+        return None
+
+
+class HubConn(Conn):
+    """Raw SignalR JSON protocol."""
+
+    async def start(self, limit: float) -> None:
+        await self.ws.send_str(HANDSHAKE)
+        await self.wait_open(limit)
+
+    async def on_text(self, data: str, now: float) -> None:
+        acks: list[str] = []
+        for record in data.split(RS):
+            if not record:
+                continue
+            obj = orjson.loads(record)
+            kind = obj.get("type")
+            if kind == 1 and obj.get("target") == "Tick":
+                body = obj["arguments"][0]
+                self.tally.record(self.seen, body.get("i"), body.get("t"), now, body.get("retryCount"))
+                message_id = body.get("messageId")
+                if self.acking and isinstance(message_id, str):
+                    acks.append(
+                        '{"type":1,"target":"AcknowledgeMessage","arguments":['
+                        + json.dumps(message_id)
+                        + "]}"
+                        + RS
+                    )
+            elif kind == 3:
+                self._answer(str(obj.get("invocationId")), obj)
+            elif kind is None and not self.opened.done():  # the handshake answer
+                if obj:
+                    self.opened.set_exception(BenchError(f"handshake refused: {obj}"))
+                else:
+                    self.opened.set_result(None)
+            elif kind == 7:
+                for future in self.waiting.values():
+                    if not future.done():
+                        future.set_exception(BenchError(f"closed by the server: {obj}"))
+        if acks:
+            self.tally.acks_sent += len(acks)
+            await self.ws.send_str("".join(acks))
+
+    async def invoke(self, target: str, arguments: list[Any], limit: float) -> Any:
+        invocation_id = str(self.next_id)
+        self.next_id += 1
+        record = {"type": 1, "invocationId": invocation_id, "target": target, "arguments": arguments}
+        answer = await self._call(invocation_id, json.dumps(record) + RS, limit, target)
+        if "error" in answer:
+            raise BenchError(f"{target} failed: {answer['error']}")
+        return answer.get("result")
+
+    async def join(self, group: str, limit: float) -> None:
+        await self.invoke("Join", [group], limit)
+
+    async def broadcast(self, group: str, count: int, ack: bool, limit: float) -> dict[str, Any]:
+        return dict(await self.invoke("AckedBroadcast", [group, count, ack], limit))
+
+    async def ack_progress(self, limit: float) -> dict[str, Any]:
+        return dict(await self.invoke("AckProgress", [], limit))
+
+    async def ack_stats(self, limit: float) -> dict[str, Any]:
+        return dict(await self.invoke("AckStats", [], limit))
+
+    async def pending_count(self, limit: float) -> int | None:
+        return int(await self.invoke("PendingCount", [], limit))
+
+
+class SioConn(Conn):
+    """Raw Socket.IO v5 over Engine.IO v4, WebSocket transport, default namespace."""
+
+    async def start(self, limit: float) -> None:
+        await self.wait_open(limit)  # the Engine.IO open packet, then the namespace connect
+
+    async def on_text(self, data: str, now: float) -> None:
+        kind = data[:1]
+        if kind == "4":  # Engine.IO message: a Socket.IO packet
+            await self._packet(data[1:], now)
+        elif kind == "2":  # Engine.IO ping
+            await self.ws.send_str("3")
+        elif kind == "0":  # Engine.IO open: connect to the default namespace
+            await self.ws.send_str("40")
+        elif kind == "1" and not self.opened.done():
+            self.opened.set_exception(BenchError("Engine.IO close"))
+
+    async def _packet(self, packet: str, now: float) -> None:
+        kind = packet[:1]
+        start = 1
+        while start < len(packet) and packet[start].isdigit():
+            start += 1
+        ack_id = packet[1:start]
+        if kind == "2":  # event
+            event = orjson.loads(packet[start:])
+            if event and event[0] == "tick":
+                body = event[1]
+                self.tally.record(self.seen, body.get("i"), body.get("t"), now)
+                if self.acking and ack_id:
+                    self.tally.acks_sent += 1
+                    await self.ws.send_str("43" + ack_id + "[]")
+        elif kind == "3":  # ack of one of our emits
+            self._answer(ack_id, orjson.loads(packet[start:]))
+        elif kind == "0" and not self.opened.done():
+            self.opened.set_result(None)
+        elif kind == "4" and not self.opened.done():
+            self.opened.set_exception(BenchError(f"connect refused: {packet}"))
+
+    async def emit(self, event: str, arguments: list[Any], limit: float) -> Any:
+        ack_id = str(self.next_id)
+        self.next_id += 1
+        answer = await self._call(ack_id, "42" + ack_id + json.dumps([event, *arguments]), limit, event)
+        return answer[0] if answer else None
+
+    async def join(self, group: str, limit: float) -> None:
+        await self.emit("join", [group], limit)
+
+    async def broadcast(self, group: str, count: int, ack: bool, limit: float) -> dict[str, Any]:
+        answer = dict(await self.emit("broadcast", [{"room": group, "count": count, "ack": ack}], limit))
+        if "error" in answer:
+            raise BenchError(f"broadcast failed: {answer['error']}")
+        return answer
+
+    async def ack_progress(self, limit: float) -> dict[str, Any]:
+        return dict(await self.emit("ack_progress", [], limit))
+
+    async def ack_stats(self, limit: float) -> dict[str, Any]:
+        return dict(await self.emit("ack_stats", [], limit))
+
+
+async def _open(
+    session: aiohttp.ClientSession, base: str, side: str, tally: Tally, acking: bool, limit: float
+) -> Conn:
+    hub = side.startswith("hub")
+    url = base + (HUB_PATH if hub else SIO_PATH)
+    ws = await asyncio.wait_for(session.ws_connect(url, compress=0, autoping=True), limit)
+    conn: HubConn | SioConn = HubConn(ws, tally, acking) if hub else SioConn(ws, tally, acking)
+    await conn.start(limit)
+    return conn
+
+
+async def _wait_acks(control: Conn, expected: int, args: argparse.Namespace) -> str:
+    """Poll the server until every ack was processed; the status of that phase."""
+    deadline = time.monotonic() + args.ack_timeout
+    last_change, last_cleared = time.monotonic(), -1
+    while True:
+        progress = await control.ack_progress(args.step_timeout)
+        cleared = int(progress.get("cleared", 0))
+        now = time.monotonic()
+        if cleared >= expected:
+            return "ok"
+        if cleared != last_cleared:
+            last_change, last_cleared = now, cleared
+        if now - last_change >= args.idle:
+            return "unacked"
+        if now >= deadline:
+            return "ack-timeout"
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _wait_pending_zero(control: Conn, args: argparse.Namespace) -> int | None:
+    """The pending-store count, polled until it is 0 (or ``--idle`` s passed)."""
+    deadline = time.monotonic() + args.idle
+    while True:
+        count = await control.pending_count(args.step_timeout)
+        if count is None or count == 0 or time.monotonic() >= deadline:
+            return count
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    side: str = args.side
+    acking = side in ACK_SIDES
+    tally = Tally(args.n, args.m)
+    result: dict[str, Any] = {"side": side, "n": args.n, "m": args.m, "expected": tally.expected}
+    receivers: list[Conn] = []
+    control: Conn | None = None
+    status = "ok"
+    base = args.url.rstrip("/")
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            # 1. Connect and join every receiver (bounded concurrency, bounded total time).
+            started = time.time()
+            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+            async def receiver() -> None:
+                async with gate:
+                    conn = await _open(session, base, side, tally, acking, args.step_timeout)
+                    receivers.append(conn)
+                    await conn.join(args.group, args.step_timeout)
+
+            joining = [asyncio.create_task(receiver()) for _ in range(args.n)]
+            try:
+                await asyncio.wait_for(asyncio.gather(*joining), args.connect_timeout)
+            except TimeoutError as exc:
+                raise BenchError(
+                    f"connecting {args.n} receivers took over {args.connect_timeout:.0f} s"
+                ) from exc
+            finally:
+                for task in joining:
+                    task.cancel()
+                await asyncio.gather(*joining, return_exceptions=True)
+            control = await _open(session, base, side, tally, False, args.step_timeout)
+            result["connect_s"] = round(time.time() - started, 3)
+
+            # 2. Trigger the broadcast in the server and wait for the deliveries.
+            cpu0, server_cpu0, t0 = time.process_time(), _server_cpu(args.server_pid), time.time()
+            busy0, redis_cpu0 = _machine_busy(), _server_cpu(args.redis_pid)
+            trigger = asyncio.create_task(control.broadcast(args.group, args.m, acking, args.timeout))
+            deadline = t0 + args.timeout
+            trigger_done_at: float | None = None
+            while True:
+                now = time.time()
+                if tally.done.is_set():
+                    break
+                if now >= deadline:
+                    status = "timeout"
+                    break
+                if trigger.done() and trigger_done_at is None:
+                    trigger_done_at = now
+                    if trigger.exception() is not None:
+                        result["error"] = str(trigger.exception())
+                if trigger_done_at is not None and now - max(trigger_done_at, tally.last_recv) >= args.idle:
+                    status = "lost" if "error" not in result else "trigger-failed"
+                    break
+                if all(c.reader.done() for c in receivers):
+                    status = "disconnected"
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tally.done.wait(), min(0.25, max(0.01, deadline - now)))
+            try:  # the trigger's answer comes once the server's send loop is done
+                answer = await asyncio.wait_for(asyncio.shield(trigger), max(1.0, deadline - time.time()))
+                result["send_s"] = round(float(answer.get("seconds", math.nan)), 4)
+            except (TimeoutError, BenchError) as exc:
+                trigger.cancel()
+                result.setdefault("error", f"broadcast: {exc or type(exc).__name__}")
+                if status == "ok":
+                    status = "trigger-failed"
+
+            # 3. Ack sides: wait until the server processed every ack, then read its timings.
+            if acking and status in ("ok", "lost"):
+                ack_status = await _wait_acks(control, tally.expected, args)
+                result["pending_left"] = await _wait_pending_zero(control, args)
+                if ack_status != "ok" and status == "ok":
+                    status = ack_status
+            t1 = time.time()
+            cpu1, server_cpu1 = time.process_time(), _server_cpu(args.server_pid)
+            busy1, redis_cpu1 = _machine_busy(), _server_cpu(args.redis_pid)
+            window = t1 - t0
+            result["client_cpu_share"] = round((cpu1 - cpu0) / window, 3) if window > 0 else None
+            if server_cpu0 is not None and server_cpu1 is not None and window > 0:
+                result["server_cpu_share"] = round((server_cpu1 - server_cpu0) / window, 3)
+            if redis_cpu0 is not None and redis_cpu1 is not None and window > 0:
+                result["redis_cpu_share"] = round((redis_cpu1 - redis_cpu0) / window, 3)
+            if busy0 is not None and busy1 is not None and window > 0:
+                # Everything else on the machine (other processes), in cores: a noisy neighbour shows.
+                result["machine_cpu_share"] = round((busy1 - busy0) / window, 3)
+                ours = sum(result.get(k) or 0.0 for k in ("client_cpu_share", "server_cpu_share"))
+                if args.side.startswith("hub"):
+                    ours += result.get("redis_cpu_share") or 0.0
+                result["other_cpu_share"] = round(max(0.0, result["machine_cpu_share"] - ours), 3)
+            if acking and status in ("ok", "lost", "unacked", "ack-timeout"):
+                result.update(_ack_figures(await control.ack_stats(args.step_timeout), tally.expected))
+        except BenchError as exc:
+            status = "failed"
+            result["error"] = str(exc)
+        except (aiohttp.ClientError, OSError) as exc:
+            status = "failed"
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            conns = receivers + ([control] if control is not None else [])
+            closing = asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+            try:
+                await asyncio.wait_for(closing, args.close_timeout)
+            except TimeoutError:
+                result["close_timeout"] = True
+
+    latencies = sorted(tally.latencies)
+    duration = tally.last_recv - tally.first_sent if tally.received else 0.0
+    result.update(
+        status=status,
+        received=tally.received,
+        lost=tally.expected - tally.received,
+        duplicates=tally.duplicates,
+        retries=tally.retries,
+        unexpected=tally.unexpected,
+        acks_sent=tally.acks_sent,
+        duration_s=round(duration, 4),
+        deliveries_per_s=round(tally.received / duration, 1) if duration > 0 else None,
+        p50_ms=_ms(_percentile(latencies, 0.50)),
+        p99_ms=_ms(_percentile(latencies, 0.99)),
+        max_ms=_ms(latencies[-1] if latencies else None),
+    )
+    return result
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) so far, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _ack_figures(stats: dict[str, Any], expected: int) -> dict[str, Any]:
+    """Acked msgs/s and ack latency percentiles from the server's ``ack_stats``."""
+    latencies = sorted(float(x) for x in stats.get("latencies") or [])
+    cleared = int(stats.get("cleared", 0))
+    first, last = stats.get("firstSent"), stats.get("lastAck")
+    window = float(last) - float(first) if first is not None and last is not None else 0.0
+    return {
+        "acks_cleared": cleared,
+        "acks_unknown": int(stats.get("unknown", 0)),
+        "acks_unmatched": int(stats.get("unmatched", 0)),
+        "acks_missing": expected - cleared,
+        "ack_window_s": round(window, 4),
+        "acked_per_s": round(cleared / window, 1) if window > 0 else None,
+        "ack_p50_ms": _ms(_percentile(latencies, 0.50)),
+        "ack_p99_ms": _ms(_percentile(latencies, 0.99)),
+        "ack_max_ms": _ms(latencies[-1] if latencies else None),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="ws://host:port of the bench server")
+    parser.add_argument("--side", choices=SIDES, required=True)
+    parser.add_argument("--n", type=int, required=True, help="receiver connections")
+    parser.add_argument("--m", type=int, required=True, help="messages sent to the group")
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--server-pid", type=int, default=None, help="for the server CPU share")
+    parser.add_argument("--redis-pid", type=int, default=None, help="Redis' pid, for its CPU share")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds from trigger to give up")
+    parser.add_argument("--idle", type=float, default=5.0, help="quiet seconds = lost / unacked")
+    parser.add_argument("--ack-timeout", type=float, default=60.0, help="seconds to wait for the acks")
+    parser.add_argument("--connect-timeout", type=float, default=90.0)
+    parser.add_argument("--step-timeout", type=float, default=30.0, help="one connect/handshake/call")
+    parser.add_argument("--close-timeout", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    _raise_nofile(args.n + 256)
+    result = asyncio.run(run(args))
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
