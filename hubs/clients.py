@@ -15,7 +15,6 @@ persisted first and goes out when the layer is back.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -118,18 +117,14 @@ class ClientProxy:
             await layer.group_send(target.channel, outbound.layer_message(self._exclude))
 
     async def _send_acked(self, plain: Outbound) -> str:
-        now = time.time()
-        message = await acked.persist(
+        return await acked.send(
             hub=self._hub_name,
             namespace=self._namespace,
             layer_alias=self._layer_alias,
             outbound=plain,
             targets=[(t.channel, t.stream) for t in self._targets],
             exclude=self._exclude,
-            now=now,
         )
-        await acked.publish(message, now=now)
-        return plain.message_id
 
     def send(
         self, method: str, payload: Any = None, *, correlation_id: str | None = None, ack: bool | None = None

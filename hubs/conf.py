@@ -78,9 +78,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between two retry passes, and the most entries one pass handles.
     "RETRY_INTERVAL": 1.0,
     "RETRY_BATCH_SIZE": 500,
-    # Seconds an acknowledged message may stay unpublished before a retry pass publishes it
-    # (the sender crashed between persisting and publishing it).
-    "PUBLISH_GRACE": 30.0,
     # Acknowledged messages are kept this many seconds (longer than any retry schedule) ...
     "MESSAGE_RETENTION": 86400.0,
     # ... and dead letters this many seconds, by the retention task.

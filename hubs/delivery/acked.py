@@ -1,16 +1,21 @@
-"""Acknowledged sends: persist, register a pending entry per recipient, publish; ack and nack.
+"""Acknowledged sends: register a pending entry per recipient, persist, publish; ack and nack.
 
-The one path of an acknowledged message (``docs/delivery.md``):
+The one path of an acknowledged message (``docs/delivery.md``), ``send``:
 
-1. ``persist`` writes an ``AckedMessage`` row: from here on the message cannot be lost.
-2. ``publish`` (through the circuit breaker) resolves the recipient connections from the
-   membership registry, registers their pending entries, appends stream targets to the history
-   (which gives the ``seq``), publishes to the channel layer and marks the row published.
-   When the breaker is open or a call fails, the row stays unpublished ("spooled") and the retry
-   pass (``hubs.delivery.retry``) publishes it later.
-3. ``acknowledge`` / ``nack`` handle the client's ``AcknowledgeMessage`` / ``NackMessage``.
+1. **Prepare**, through the circuit breaker: append to each target group's history (the ``seq``),
+   resolve the recipients (members whose presence lease holds) and register their pending entries.
+2. **Persist** the ``AckedMessage`` row, with its ``seq``. The send returns only after this: from
+   here on the message cannot be lost. One database write per message.
+3. **Publish** to the channel layer. If this fails the pending entries are already there: the
+   retry pass sends it to each recipient.
 
-Retries, dead letters and reconnect redelivery live in ``hubs.delivery.retry``.
+When step 1 fails (the breaker is open, Redis is down) the row is written *spooled*
+(``published_at`` empty) and the retry pass (``hubs.delivery.retry``) runs ``publish`` on it once
+the layer is back. A sender that dies before step 2 returned nothing to its caller: the message
+was never accepted (a history entry or pending entries it left are harmless: entries without a
+row are dropped after their retries, ``pending_orphan``).
+
+``acknowledge`` / ``nack`` handle the client's ``AcknowledgeMessage`` / ``NackMessage``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -27,6 +33,7 @@ from channels.layers import get_channel_layer
 from ..conf import conduit_settings
 from ..metrics import hub_metrics
 from ..outbound import Outbound, encode_outbound
+from .ack_batch import ack_batcher
 from .breaker import get_breaker
 from .history import get_history
 from .members import get_members
@@ -72,6 +79,108 @@ def with_position(body: dict[str, Any], seq: int | None, epoch: str | None) -> d
     return {**body, "seq": seq, "epoch": epoch}
 
 
+async def send(
+    *,
+    hub: str,
+    namespace: str,
+    layer_alias: str,
+    outbound: Outbound,
+    targets: Sequence[tuple[str, bool]],
+    exclude: Sequence[str],
+    now: float | None = None,
+) -> str:
+    """Send ``outbound`` acknowledged (the facade's ``ack=True``); returns its message id once
+    it is persisted, published or spooled. Raises only when the database write fails."""
+    now = time.time() if now is None else now
+    metrics = hub_metrics()
+    prepared: Prepared | None = None
+    try:
+        prepared = await get_breaker().call(
+            lambda: _prepare(outbound.message_id, outbound.method, outbound.body, targets, exclude, now)
+        )
+    except Exception as exc:  # noqa: BLE001 - any layer or Redis failure spools; never lost
+        logger.warning("Acknowledged message %s spooled: %s", outbound.message_id, exc)
+    await persist(
+        hub=hub,
+        namespace=namespace,
+        layer_alias=layer_alias,
+        outbound=outbound,
+        targets=targets,
+        exclude=exclude,
+        prepared=prepared,
+        now=now,
+    )
+    if prepared is None:
+        metrics.acked_sent.labels(hub=hub, method=outbound.method, outcome="spooled").inc()
+        return outbound.message_id
+    try:
+        await get_breaker().call(lambda: _group_send(layer_alias, outbound, prepared, exclude))
+    except Exception:
+        # Registered already: the retry pass sends it to every recipient after ACK_TIMEOUT.
+        logger.exception(
+            "Acknowledged message %s: publish failed; retries will deliver it.", outbound.message_id
+        )
+        metrics.errors.labels(where="acked_publish").inc()
+    metrics.acked_sent.labels(hub=hub, method=outbound.method, outcome="published").inc()
+    return outbound.message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What ``_prepare`` did: each target with its stream position (None for a plain group), in
+    the sender's order, and how many recipients got a pending entry."""
+
+    targets: list[tuple[str, int | None, str | None]]
+    recipients: int
+
+    @property
+    def first(self) -> tuple[int | None, str | None]:
+        """The first stream position (the one the row keeps and retries carry)."""
+        for _, seq, epoch in self.targets:
+            if seq is not None:
+                return seq, epoch
+        return None, None
+
+
+async def _prepare(
+    message_id: str,
+    method: str,
+    body: dict[str, Any],
+    targets: Sequence[tuple[str, bool]],
+    exclude: Sequence[str],
+    now: float,
+) -> Prepared:
+    stamped: list[tuple[str, int | None, str | None]] = []
+    for channel, stream in targets:
+        if stream:
+            position = await get_history().append(channel, message_id, method, body)
+            stamped.append((channel, position.seq, position.epoch))
+        else:
+            stamped.append((channel, None, None))
+    found = await get_members().resolve_alive([channel for channel, _ in targets])
+    recipients = {c: u for c, u in found.items() if c not in exclude}
+    if recipients:
+        delay = retry_policy().next_delay(0)
+        due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
+        await get_pending().register(message_id, recipients, due)
+    return Prepared(stamped, len(recipients))
+
+
+async def _group_send(
+    layer_alias: str, outbound: Outbound, prepared: Prepared, exclude: Sequence[str]
+) -> None:
+    layer = get_channel_layer(layer_alias)
+    if layer is None:
+        raise RuntimeError(f"No channel layer is configured under alias {layer_alias!r}.")
+    for channel, seq, epoch in prepared.targets:  # a stream target carries its own seq
+        record = (
+            outbound
+            if seq is None
+            else encode_outbound(outbound.method, with_position(outbound.body, seq, epoch))
+        )
+        await layer.group_send(channel, record.layer_message(tuple(exclude)))
+
+
 async def persist(
     *,
     hub: str,
@@ -80,10 +189,13 @@ async def persist(
     outbound: Outbound,
     targets: Sequence[tuple[str, bool]],
     exclude: Sequence[str],
+    prepared: Prepared | None,
     now: float,
 ) -> Any:
-    """Write the ``AckedMessage`` row (before anything is sent); returns it."""
+    """Write the ``AckedMessage`` row; spooled (unpublished) when ``prepared`` is None."""
     from ..models import AckedMessage
+
+    seq, epoch = prepared.first if prepared is not None else (None, None)
 
     def create() -> AckedMessage:
         return AckedMessage.objects.create(
@@ -96,62 +208,41 @@ async def persist(
             targets=[[channel, stream] for channel, stream in targets],
             exclude=list(exclude),
             correlation_id=outbound.body.get("correlationId") or "",
-            publish_after=_utc(now + float(conduit_settings.PUBLISH_GRACE)),
+            seq=seq,
+            epoch=epoch or "",
+            recipients=prepared.recipients if prepared is not None else None,
+            published_at=_utc(now) if prepared is not None else None,
+            publish_after=_utc(now),
         )
 
     return await database_sync_to_async(create)()
 
 
 async def publish(message: Any, *, now: float | None = None) -> bool:
-    """Register the recipients' pending entries and publish ``message`` (an ``AckedMessage``).
+    """Publish a spooled ``AckedMessage`` (the retry pass does): prepare, send, mark published.
 
     True when it went out; False when it stays spooled (breaker open, or the layer or Redis
-    failed: logged and counted), for the retry pass to publish later.
+    failed: logged and counted).
     """
     now = time.time() if now is None else now
     metrics = hub_metrics()
+    targets = [(channel, bool(stream)) for channel, stream in message.targets]
+    outbound = encode_outbound(message.method, message.body)
     try:
-        seq, epoch, recipients = await get_breaker().call(lambda: _publish(message, now))
-    except Exception as exc:  # noqa: BLE001 - any layer or Redis failure spools; never lost
-        logger.warning("Acknowledged message %s spooled: %s", message.id, exc)
-        metrics.acked_sent.labels(hub=message.hub, method=message.method, outcome="spooled").inc()
+        prepared = await get_breaker().call(
+            lambda: _prepare(message.id, message.method, message.body, targets, message.exclude, now)
+        )
+        await get_breaker().call(
+            lambda: _group_send(message.layer_alias, outbound, prepared, message.exclude)
+        )
+    except Exception as exc:  # noqa: BLE001 - any layer or Redis failure keeps it spooled
+        logger.warning("Spooled message %s still not published: %s", message.id, exc)
         await _set_publish_after(message.id, now)
         return False
-    await _mark_published(message.id, seq, epoch, recipients, now)
+    seq, epoch = prepared.first
+    await _mark_published(message.id, seq, epoch, prepared.recipients, now)
     metrics.acked_sent.labels(hub=message.hub, method=message.method, outcome="published").inc()
     return True
-
-
-async def _publish(message: Any, now: float) -> tuple[int | None, str | None, int]:
-    channels = [channel for channel, _ in message.targets]
-    members = get_members()
-    found = await members.resolve(channels)
-    # Only connections whose presence lease holds: a member left behind by a server that died
-    # would otherwise owe acks nobody can give.
-    alive = await members.alive(found)
-    recipients = {c: u for c, u in found.items() if c in alive and c not in message.exclude}
-    delay = retry_policy().next_delay(0)
-    due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
-    if recipients:
-        await get_pending().register(message.id, recipients, due)
-    layer = get_channel_layer(message.layer_alias)
-    if layer is None:
-        raise RuntimeError(f"No channel layer is configured under alias {message.layer_alias!r}.")
-    plain = encode_outbound(message.method, message.body)
-    seq: int | None = None
-    epoch: str | None = None
-    exclude = tuple(message.exclude)
-    for channel, stream in message.targets:
-        outbound = plain
-        if stream:
-            position = await get_history().append(channel, message.id, message.method, message.body)
-            if seq is None:
-                seq, epoch = position.seq, position.epoch
-            outbound = encode_outbound(
-                message.method, with_position(message.body, position.seq, position.epoch)
-            )
-        await layer.group_send(channel, outbound.layer_message(exclude))
-    return seq, epoch, len(recipients)
 
 
 async def _mark_published(
@@ -166,7 +257,7 @@ async def _mark_published(
 
     try:
         await database_sync_to_async(mark)()
-    except Exception:  # the message went out; a retry pass would publish it again (same id)
+    except Exception:  # the message went out; a later pass would publish it again (same id)
         logger.exception("Could not mark acknowledged message %s published.", message_id)
         hub_metrics().errors.labels(where="mark_published").inc()
 
@@ -185,8 +276,9 @@ async def _set_publish_after(message_id: str, now: float) -> None:
 
 
 async def acknowledge(hub: str, connection_id: str, message_id: str) -> bool:
-    """``AcknowledgeMessage``: clear the connection's pending entry; True if there was one."""
-    cleared = await get_pending().ack(connection_id, message_id)
+    """``AcknowledgeMessage``: clear the connection's pending entry; True if there was one.
+    Batched with the process's other acks (``ack_batch``)."""
+    cleared = await ack_batcher().ack(connection_id, message_id)
     hub_metrics().acks.labels(hub=hub, result="known" if cleared else "unknown").inc()
     return cleared
 
@@ -212,8 +304,3 @@ async def nack(
     hub_metrics().nacks.labels(hub=hub, policy=outcome).inc()
     logger.info("Client %s nacked %s (%s): %s", connection_id, message_id, outcome, reason)
     return outcome
-
-
-def expiry_cutoff(now: float) -> datetime:
-    """Acknowledged messages created before this are past ``MESSAGE_RETENTION``."""
-    return _utc(now) - timedelta(seconds=float(conduit_settings.MESSAGE_RETENTION))

@@ -46,6 +46,11 @@ class Members(Protocol):
         """The connections in any of ``channels``, each with its user (None: anonymous)."""
         ...
 
+    async def resolve_alive(self, channels: Iterable[str]) -> dict[str, str | None]:
+        """``resolve`` limited to connections whose presence lease holds (the recipients of an
+        acknowledged send), in one round trip."""
+        ...
+
     async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
         """Renew the presence lease of each connection for ``ttl`` seconds."""
         ...
@@ -99,6 +104,11 @@ class MemoryMembers:
         with self._lock:
             return {c: self._users.get(c) for c in found}
 
+    async def resolve_alive(self, channels: Iterable[str]) -> dict[str, str | None]:
+        found = await self.resolve(channels)
+        alive = await self.alive(found)
+        return {c: u for c, u in found.items() if c in alive}
+
     async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
         with self._lock:
             until = self._clock() + ttl
@@ -115,6 +125,20 @@ class MemoryMembers:
             for connection_id in [c for c, until in self._leases.items() if until <= now]:
                 del self._leases[connection_id]
             return {c for c in connection_ids if c in self._leases}
+
+
+# KEYS: the member sets. ARGV: key prefix. Returns (connection id, user id or false) pairs of the
+# members whose presence lease holds.
+_RESOLVE_ALIVE = """
+local out = {}
+for _, connection in ipairs(redis.call('SUNION', unpack(KEYS))) do
+  if redis.call('EXISTS', ARGV[1] .. 'alive:' .. connection) == 1 then
+    table.insert(out, connection)
+    table.insert(out, redis.call('GET', ARGV[1] .. 'user-of:' .. connection))
+  end
+end
+return out
+"""
 
 
 class RedisMembers:
@@ -160,6 +184,16 @@ class RedisMembers:
             return {}
         users = await self.redis.client().mget([self._user_key(c) for c in found])
         return {c: (u.decode() if u is not None else None) for c, u in zip(found, users, strict=True)}
+
+    async def resolve_alive(self, channels: Iterable[str]) -> dict[str, str | None]:
+        keys = [self.prefix + c for c in channels]
+        if not keys:
+            return {}
+        found = await self.redis.client().eval(_RESOLVE_ALIVE, len(keys), *keys, self.prefix)
+        return {
+            found[i].decode(): (found[i + 1].decode() if found[i + 1] else None)
+            for i in range(0, len(found), 2)
+        }
 
     def _lease_key(self, connection_id: str) -> str:
         return f"{self.prefix}alive:{connection_id}"

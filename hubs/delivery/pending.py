@@ -16,7 +16,7 @@ of attempts per connection, changed only by scripts so a claim and an ack never 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -53,6 +53,10 @@ class Pending(Protocol):
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
         """Clear the entry; True if it was pending."""
+        ...
+
+    async def ack_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """``ack`` for many (connection id, message id) pairs at once, in order."""
         ...
 
     async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
@@ -108,6 +112,10 @@ class MemoryPending:
     async def ack(self, connection_id: str, message_id: str) -> bool:
         with self._lock:
             return self._entries.pop((connection_id, message_id), None) is not None
+
+    async def ack_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        with self._lock:
+            return [self._entries.pop(pair, None) is not None for pair in pairs]
 
     async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
         with self._lock:
@@ -179,6 +187,39 @@ for i = 1, #found, 2 do
   redis.call('ZADD', KEYS[1], ARGV[3], found[i])
   table.insert(out, found[i])
   table.insert(out, found[i + 1])
+end
+return out
+"""
+
+# KEYS: due zset. ARGV: key prefix, message id, due, ttl, then (connection id, user id or "")
+# pairs. One script instead of six commands per recipient.
+_REGISTER = """
+local prefix, message, due, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local members = {}
+for i = 5, #ARGV, 2 do
+  local connection, user = ARGV[i], ARGV[i + 1]
+  local hash = prefix .. 'c:' .. connection
+  redis.call('HSET', hash, message, 0)
+  redis.call('EXPIRE', hash, ttl)
+  table.insert(members, due)
+  table.insert(members, connection .. '|' .. message)
+  if user ~= '' then
+    redis.call('SET', prefix .. 'o:' .. connection, user, 'EX', ttl)
+    redis.call('SADD', prefix .. 'u:' .. user, connection)
+    redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)
+  end
+end
+if #members > 0 then redis.call('ZADD', KEYS[1], unpack(members)) end
+return #members / 2
+"""
+
+# KEYS: due zset. ARGV: key prefix, then (connection id, message id) pairs. Returns 1/0 per pair.
+_ACK_MANY = """
+local prefix, out = ARGV[1], {}
+for i = 2, #ARGV, 2 do
+  local removed = redis.call('HDEL', prefix .. 'c:' .. ARGV[i], ARGV[i + 1])
+  redis.call('ZREM', KEYS[1], ARGV[i] .. '|' .. ARGV[i + 1])
+  table.insert(out, removed)
 end
 return out
 """
@@ -262,24 +303,26 @@ class RedisPending:
         return f"{self.prefix}u:{user_id}"
 
     async def register(self, message_id: str, recipients: Recipients, due: float) -> None:
-        ttl = int(self.ttl)
-        async with self.redis.client().pipeline(transaction=True) as pipe:
-            for connection_id, user_id in _owners(recipients).items():
-                pipe.hset(self._attempts(connection_id), message_id, 0)
-                pipe.expire(self._attempts(connection_id), ttl)
-                pipe.zadd(self._due, {f"{connection_id}|{message_id}": due})
-                if user_id is not None:
-                    pipe.set(self._owner(connection_id), user_id, ex=ttl)
-                    pipe.sadd(self._user(user_id), connection_id)
-                    pipe.expire(self._user(user_id), ttl)
-            await pipe.execute()
+        owners = _owners(recipients)
+        if not owners:
+            return
+        pairs = [
+            value for connection_id, user_id in owners.items() for value in (connection_id, user_id or "")
+        ]
+        await self.redis.client().eval(
+            _REGISTER, 1, self._due, self.prefix, message_id, repr(due), int(self.ttl), *pairs
+        )
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
-        async with self.redis.client().pipeline(transaction=True) as pipe:
-            pipe.hdel(self._attempts(connection_id), message_id)
-            pipe.zrem(self._due, f"{connection_id}|{message_id}")
-            removed, _ = await pipe.execute()
-        return bool(removed)
+        (cleared,) = await self.ack_many([(connection_id, message_id)])
+        return cleared
+
+    async def ack_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        if not pairs:
+            return []
+        flat = [value for pair in pairs for value in pair]
+        found = await self.redis.client().eval(_ACK_MANY, 1, self._due, self.prefix, *flat)
+        return [bool(removed) for removed in found]
 
     async def expedite(self, connection_id: str, message_id: str, due: float) -> bool:
         member = f"{connection_id}|{message_id}"
@@ -301,13 +344,17 @@ class RedisPending:
                 pipe.get(self._owner(connection_id))
             replies = await pipe.execute()
         entries = []
+        gone = []
         for index, (member, due) in enumerate(pairs):
             count, owner = replies[2 * index], replies[2 * index + 1]
             connection_id, message_id = member.split("|", 1)
-            if count is None:  # acked between the claim and this read
+            if count is None:  # acked meanwhile, or its connection's hash expired: forget it
+                gone.append(member)
                 continue
             user_id = owner.decode() if owner is not None else None
             entries.append(PendingEntry(connection_id, message_id, int(count), due, user_id))
+        if gone:
+            await client.zrem(self._due, *gone)
         return entries
 
     async def reschedule(self, entry: PendingEntry, due: float) -> bool:

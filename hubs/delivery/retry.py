@@ -158,17 +158,21 @@ async def _process(
     ``force`` sends even after the last attempt (a reconnect redelivery gets one more try).
     """
     pending = get_pending()
+    policy = retry_policy()
     if message is None:
+        # No stored copy: its sender may still be writing it (entries are registered just before
+        # the row), or it is past MESSAGE_RETENTION, or its sender died before it was accepted.
+        # Wait like a retry; drop it (logged, counted) when the schedule runs out.
+        if entry.attempts < policy.max_retries:
+            await pending.reschedule(entry, now + policy.ack_timeout)
+            return
         logger.error(
-            "Pending message %s for %s has no stored copy (past MESSAGE_RETENTION?); dropped.",
-            entry.message_id,
-            entry.connection_id,
+            "Pending message %s for %s has no stored copy; dropped.", entry.message_id, entry.connection_id
         )
         hub_metrics().errors.labels(where="pending_orphan").inc()
         await pending.drop(entry)
         result.orphaned += 1
         return
-    policy = retry_policy()
     if entry.attempts >= policy.max_retries and not force:
         from ..models import DeadLetter
 

@@ -14,6 +14,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from hubs import task_events
@@ -315,3 +316,28 @@ async def test_a_pass_moves_what_a_vanished_connection_owes_to_the_users_live_on
     assert await old.nothing_more()
     assert await get_pending().for_connection(old_cid) == []
     assert [e.message_id for e in await get_pending().for_connection(new_cid)] == [message_id]
+
+
+async def test_a_publish_that_fails_after_registration_is_delivered_by_the_retries(
+    stores, hub_client, alice_token, monkeypatch
+):
+    client, cid = await echo_client(hub_client, alice_token)
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+    failing = {"left": 1}
+
+    async def flaky(group, message):
+        if message.get("type") == "conduit.deliver" and failing["left"]:
+            failing["left"] -= 1
+            raise ConnectionError("the layer dropped the publish")
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", flaky)
+    message_id = await send_acked()
+    row = await database_sync_to_async(AckedMessage.objects.get)(pk=message_id)
+    assert row.published_at is not None and row.seq == 1  # persisted with its seq
+    assert await client.nothing_more()  # the publish itself was lost ...
+    (entry,) = await get_pending().for_connection(cid)
+    assert (await deliver_due(now=entry.due + 0.01)).resent == 1  # ... the retry delivers it
+    body = (await client.next_event()).arguments[0]
+    assert (body["messageId"], body["retryCount"], body["seq"]) == (message_id, 1, 1)

@@ -101,25 +101,28 @@ class AckingClient {
       return;
     }
     if (payload.retryCount > 0) this.retried += 1;
-    if (this.seen.has(payload.messageId)) {
-      this.duplicates += 1;
-      this.ack(payload.messageId);
-      return;
-    }
     if (this.epoch === null) this.epoch = payload.epoch;
     if (payload.epoch !== this.epoch) {
       this.errors.push(`epoch changed from ${this.epoch} to ${payload.epoch}`);
       return;
     }
-    if (payload.seq <= this.lastSeq || this.waiting.has(payload.seq)) {
-      this.duplicates += 1; // another copy of a seq already here
-      return;
+    const known = this.seen.has(payload.messageId);
+    if (known) {
+      this.duplicates += 1; // a retry, or a copy also replayed by a resume: acknowledge it again
+      if (payload.requiresAck) this.ack(payload.messageId);
     }
-    this.waiting.set(payload.seq, payload);
+    // Every seq slot is filled, even by a copy of a message already processed (a message
+    // published twice has two seqs): otherwise the slot would hold back everything after it.
+    if (payload.seq > this.lastSeq && !this.waiting.has(payload.seq)) {
+      this.waiting.set(payload.seq, payload);
+    } else if (!known) {
+      this.duplicates += 1; // another copy of a seq already here
+    }
     while (this.waiting.has(this.lastSeq + 1)) {
       const next = this.waiting.get(this.lastSeq + 1);
       this.waiting.delete(this.lastSeq + 1);
       this.lastSeq += 1;
+      if (this.seen.has(next.messageId)) continue;
       this.seen.add(next.messageId);
       this.processed.push([next.seq, next.messageId]);
       if (next.requiresAck) this.ack(next.messageId);

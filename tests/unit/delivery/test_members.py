@@ -54,3 +54,12 @@ async def test_memory_presence_runs_on_its_clock():
     assert await members.alive(["c1"]) == {"c1"}
     now[0] = 130.0
     assert await members.alive(["c1"]) == set()
+
+
+async def test_resolve_alive_keeps_only_leased_members_with_their_users(members):
+    await members.add("c1", ["g"], user_id="7")
+    await members.add("c2", ["g"])
+    await members.add("c3", ["g"], user_id="8")
+    await members.touch(["c1", "c2"], ttl=30)
+    assert await members.resolve_alive(["g", "nobody"]) == {"c1": "7", "c2": None}
+    assert await members.resolve_alive([]) == {}

@@ -94,3 +94,23 @@ async def test_adoption_keeps_the_new_connections_own_entry(pending):
     assert await pending.adopt("7", "new", live=set(), due=10.0, max_attempts=5) == []
     assert [(e.message_id, e.due) for e in await pending.for_connection("new")] == [("m1", 100.0)]
     assert await pending.count() == 1
+
+
+async def test_ack_many_answers_per_pair_in_order(pending):
+    await pending.register("m1", ["c1", "c2"], due=100.0)
+    assert await pending.ack_many([("c1", "m1"), ("c1", "m1"), ("c2", "m1"), ("c3", "m9")]) == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert await pending.ack_many([]) == []
+    assert await pending.count() == 0
+
+
+async def test_claims_forget_entries_whose_connection_record_expired(redis_backend):
+    store = redis_backend(RedisPending)
+    await store.register("m1", ["c1"], due=1.0)
+    await store.redis.client().delete(store._attempts("c1"))  # its TTL ran out
+    assert await store.claim_due(now=10.0, limit=10, lease=30) == []
+    assert await store.count() == 0  # not claimed again and again
