@@ -4,13 +4,14 @@
 ``hubs.deliver_due`` in production or from a loop in each server process in the embedded mode
 (``hubs.delivery.runner``), never both (``RETRY_RUNNER``). One pass:
 
-1. publishes acknowledged messages that are still spooled (the breaker was open, or the sender
-   died between persisting and publishing), oldest first;
+1. publishes acknowledged messages that are still spooled (the breaker was open or Redis failed
+   when they were sent), oldest first;
 2. claims the pending entries that are due (leased, so two workers never take the same one) and,
    for each, either sends the message again to that connection with ``retryCount + 1`` and the
    next due time from the retry policy, or, after ``MAX_RETRIES`` retries, makes it a dead letter.
 
-``redeliver`` does step 2 at once for entries a user's new connection adopted on reconnect.
+``adopt_and_redeliver`` does step 2 at once for the entries a user's new connection takes over
+when it is established.
 """
 
 from __future__ import annotations
