@@ -26,6 +26,7 @@ from .conf import conduit_settings
 from .delivery import acked
 from .delivery.breaker import get_breaker
 from .delivery.history import Position, get_history
+from .fanout import group_send
 from .metrics import hub_metrics
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
 from .outbound import Outbound, encode_outbound
@@ -114,7 +115,7 @@ class ClientProxy:
                 )
                 body = {**plain.body, "seq": position.seq, "epoch": position.epoch}
                 outbound = encode_outbound(plain.method, body)
-            await layer.group_send(target.channel, outbound.layer_message(self._exclude))
+            await group_send(layer, target.channel, outbound.layer_message(self._exclude))
 
     async def _send_acked(self, plain: Outbound) -> str:
         return await acked.send(

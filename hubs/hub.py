@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 
 from . import client_errors, connections
@@ -47,6 +48,7 @@ from .delivery.pending import get_pending
 from .delivery.retry import adopt_and_redeliver
 from .delivery.runner import ensure_embedded_runner
 from .errors import HubDenied, HubError, InvalidArguments
+from .fanout import local_router
 from .methods import MethodSpec, collect_methods, hub_method
 from .metrics import hub_metrics
 from .naming import (
@@ -276,10 +278,23 @@ class Hub(AsyncConsumer):
     # ----------------------------------------------------------------------------- dispatch
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Run the consumer; when it ends without a disconnect (the channel layer failed, e.g.
-        Redis went away, or the server cancelled it), still release what the connection holds."""
+        """Serve the connection: WebSocket events from ``receive`` are dispatched one by one.
+
+        Unlike Channels' consumers, a hub has no channel of its own: channel-layer messages
+        reach it through its process's router (``hubs.fanout``), which calls ``dispatch``. So a
+        connection costs no receive task, and a channel-layer outage does not end it. When it
+        ends without a disconnect (the server cancelled it, or a handler raised), what the
+        connection holds is still released.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         except BaseException as exc:
             if not self._torn_down:
                 self._closed = True
@@ -725,8 +740,9 @@ class Hub(AsyncConsumer):
         ]
         if self.context.user_id is not None:
             channels.append(user_channel(self.get_group_namespace(), self.context.user_id))
+        router = local_router(self.channel_layer_alias)
         for channel in channels:
-            await self.channel_layer.group_add(channel, self.channel_name)
+            await router.add(channel, self)
             self._system_groups.append(channel)
         await self._record_members("add", channels, user_id=self.context.user_id)
         await self._presence("register")
@@ -734,14 +750,14 @@ class Hub(AsyncConsumer):
     async def _join_group(self, group: str, metadata: dict[str, Any]) -> None:
         assert self.context is not None
         channel = group_channel(self.get_group_namespace(), group)
-        await self.channel_layer.group_add(channel, self.channel_name)
+        await local_router(self.channel_layer_alias).add(channel, self)
         self.context.groups[group] = metadata
         await self._record_members("add", [channel])
 
     async def _leave_group(self, group: str) -> None:
         assert self.context is not None
         channel = group_channel(self.get_group_namespace(), group)
-        await self.channel_layer.group_discard(channel, self.channel_name)
+        await local_router(self.channel_layer_alias).discard(channel, self)
         self.context.groups.pop(group, None)
         await self._record_members("remove", [channel])
 
@@ -851,9 +867,10 @@ class Hub(AsyncConsumer):
         channels = self._system_groups + [
             group_channel(self.get_group_namespace(), g) for g in self.context.groups
         ]
+        router = local_router(self.channel_layer_alias)
         for channel in channels:
             try:
-                await self.channel_layer.group_discard(channel, self.channel_name)
+                await router.discard(channel, self)
             except Exception:
                 logger.exception("%s: could not leave %s.", self.get_hub_name(), channel)
                 hub_metrics().errors.labels(where="group_discard").inc()

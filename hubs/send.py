@@ -22,6 +22,7 @@ from channels.layers import get_channel_layer
 from django.utils.module_loading import import_string
 
 from .clients import HubClients
+from .fanout import group_send
 from .naming import connection_channel, validate_group_name
 
 
@@ -56,7 +57,7 @@ class HubGroupManager:
         layer = get_channel_layer(self._layer_alias)
         if layer is None:
             raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
-        await layer.group_send(connection_channel(connection_id), message)
+        await group_send(layer, connection_channel(connection_id), message)
 
 
 class HubContext:

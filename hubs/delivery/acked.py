@@ -31,6 +31,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
+from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..outbound import Outbound, encode_outbound
 from .ack_batch import ack_batcher
@@ -178,7 +179,7 @@ async def _group_send(
             if seq is None
             else encode_outbound(outbound.method, with_position(outbound.body, seq, epoch))
         )
-        await layer.group_send(channel, record.layer_message(tuple(exclude)))
+        await group_send(layer, channel, record.layer_message(tuple(exclude)))
 
 
 async def persist(

@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
+from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
@@ -163,7 +164,7 @@ async def _requeue_one(row: Any, now: float) -> Requeued | None:
         outbound = encode_outbound(row.method, sent)
         layer = get_channel_layer(row.layer_alias)
         for connection_id in live:
-            await layer.group_send(connection_channel(connection_id), outbound.layer_message(redeliver=True))
+            await group_send(layer, connection_channel(connection_id), outbound.layer_message(redeliver=True))
     hub_metrics().retries.labels(hub=row.hub, method=row.method, kind="requeue").inc()
     logger.info("Dead letter %s requeued to %s.", row.message_id, ", ".join(recipients))
     return Requeued(row.pk, row.message_id, tuple(live), waiting=not live)

@@ -27,6 +27,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
+from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
@@ -190,8 +191,8 @@ async def _process(
     outbound = encode_outbound(message.method, body)
     layer = get_channel_layer(message.layer_alias)
     await get_breaker().call(
-        lambda: layer.group_send(
-            connection_channel(entry.connection_id), outbound.layer_message(redeliver=True)
+        lambda: group_send(
+            layer, connection_channel(entry.connection_id), outbound.layer_message(redeliver=True)
         )
     )
     hub_metrics().retries.labels(hub=message.hub, method=message.method, kind="retry").inc()
