@@ -90,6 +90,13 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the server, workers and commands read while one writes; synchronous=NORMAL skips the
+    # fsync per commit (WAL keeps the file consistent; a power cut may lose the last commits).
+    # The embedded database only: production runs PostgreSQL.
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
@@ -134,7 +141,9 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": f"{key_prefix}:layer:",
-                "capacity": 1000,
+                # Per channel: each server process has one channel for all its connections
+                # (hubs/fanout.py), so this bounds the messages waiting for a whole process.
+                "capacity": 10000,
                 "expiry": 60,
             },
         }

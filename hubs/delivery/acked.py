@@ -20,6 +20,7 @@ row are dropped after their retries, ``pending_orphan``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -151,14 +152,20 @@ async def _prepare(
     exclude: Sequence[str],
     now: float,
 ) -> Prepared:
-    stamped: list[tuple[str, int | None, str | None]] = []
-    for channel, stream in targets:
-        if stream:
-            position = await get_history().append(channel, message_id, method, body)
-            stamped.append((channel, position.seq, position.epoch))
-        else:
-            stamped.append((channel, None, None))
-    found = await get_members().resolve_alive([channel for channel, _ in targets])
+    async def stamp() -> list[tuple[str, int | None, str | None]]:
+        stamped: list[tuple[str, int | None, str | None]] = []
+        for channel, stream in targets:
+            if stream:
+                position = await get_history().append(channel, message_id, method, body)
+                stamped.append((channel, position.seq, position.epoch))
+            else:
+                stamped.append((channel, None, None))
+        return stamped
+
+    # Independent: the history append and the recipient lookup go to Redis together.
+    stamped, found = await asyncio.gather(
+        stamp(), get_members().resolve_alive([channel for channel, _ in targets])
+    )
     recipients = {c: u for c, u in found.items() if c not in exclude}
     if recipients:
         delay = retry_policy().next_delay(0)
