@@ -571,7 +571,8 @@ class Hub(AsyncConsumer):
             detail = self._detail(exc)
             await self._complete(msg, error=client_errors.invocation_failed(msg.target, detail=detail))
             return
-        hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="ok").inc()
+        metrics = hub_metrics()
+        metrics.child(metrics.invocations, hub, spec.wire_name, "ok").inc()
         if msg.invocation_id:
             await self._write(CompletionMessage.with_result(msg.invocation_id, to_wire(result)))
 

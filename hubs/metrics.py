@@ -7,6 +7,7 @@ client made up), never ids.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -15,6 +16,7 @@ class HubMetrics:
     """All hub metrics; ``hub_metrics()`` returns the process's one instance."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.invocations = Counter(
             "conduit_hub_invocations_total",
             "Hub method invocations by outcome (ok, hub_error, error, rejected).",
@@ -63,6 +65,16 @@ class HubMetrics:
         self.retry_passes = Counter(
             "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
         )
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: for per-message paths (acks, invocations),
+        where ``labels`` would validate and look the labels up every time. Labels are bounded,
+        so is this cache."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
 
 @lru_cache(maxsize=1)

@@ -287,7 +287,8 @@ async def acknowledge(hub: str, connection_id: str, message_id: str) -> bool:
     """``AcknowledgeMessage``: clear the connection's pending entry; True if there was one.
     Batched with the process's other acks (``ack_batch``)."""
     cleared = await ack_batcher().ack(connection_id, message_id)
-    hub_metrics().acks.labels(hub=hub, result="known" if cleared else "unknown").inc()
+    metrics = hub_metrics()
+    metrics.child(metrics.acks, hub, "known" if cleared else "unknown").inc()
     return cleared
 
 

@@ -137,11 +137,15 @@ _BUILDERS: dict[int, Callable[[dict[str, Any]], HubMessage]] = {
 }
 
 
+#: One decoder for every record (``json.loads`` with hooks would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+
+
 def parse_json_record(payload: bytes) -> HubMessage | None:
     """Decode one record (without its separator); None for an unknown message type."""
     try:
         text = payload.decode("utf-8")
-        record = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
+        record = _DECODER.decode(text)
     except ProtocolError:
         raise
     except (ValueError, RecursionError) as exc:
