@@ -95,6 +95,8 @@ class LocalRouter:
         if self.channel_name is None or self._task is None or self._task.done():
             self.channel_name = await self.layer.new_channel(prefix="conduit.process.")
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-fanout")
+            if self.groups:  # a loop that ended under live members: they move to the new channel
+                await self._rejoin(self.channel_name)
         return self.channel_name
 
     def _stop(self) -> None:
