@@ -59,16 +59,16 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
 from bench.fanout import free_port, http_json, log, raise_nofile, redis_ready  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-SIDES = ("hub", "hub-ack", "sio-ack", "sio")
+SIDES = ("hub", "hub-ack", "hub-ack-batch", "sio-ack", "sio")
 DEFAULT_SIDES = "hub,hub-ack,sio-ack"
-ACK_SIDES = ("hub-ack", "sio-ack")
+ACK_SIDES = ("hub-ack", "hub-ack-batch", "sio-ack")
 #: Runs whose figures count; ``lost`` / ``unacked`` runs count but show their losses.
 COMPLETED = ("ok", "lost", "unacked")
 #: Conduit RT's own Redis keys (history, members, pending, cache) for the bench, apart from the rest.
 KEY_PREFIX = "bench-acked"
 #: ``AckBenchHub.hub_name``: the ``hub`` of the rows its acknowledged sends write.
 HUB_NAME = "bench-acked"
-TARGETS = {"acked_vs_ff": 0.5, "acked_vs_sio": 1.0}
+TARGETS = {"acked_vs_ff": 0.5, "acked_vs_sio": 1.0, "batch_vs_ff": 0.5, "batch_vs_sio": 1.0}
 #: Other processes' CPU (in cores) during a run above which the table warns.
 NOISY = 0.15
 
@@ -372,6 +372,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return {
         "acked_vs_ff": ratio(("hub-ack", "acked_per_s"), ("hub", "deliveries_per_s")),
         "acked_vs_sio": ratio(("hub-ack", "acked_per_s"), ("sio-ack", "acked_per_s")),
+        "batch_vs_ff": ratio(("hub-ack-batch", "acked_per_s"), ("hub", "deliveries_per_s")),
+        "batch_vs_sio": ratio(("hub-ack-batch", "acked_per_s"), ("sio-ack", "acked_per_s")),
     }
 
 
@@ -404,7 +406,12 @@ def print_table(rows: list[dict[str, Any]], found: dict[str, float | None], opts
             f"{_num(row['other_cpu_share'], '.0%'):>5}  {runs}"
         )
     print()
-    labels = {"acked_vs_ff": "hub-ack acked/s / hub deliv/s", "acked_vs_sio": "hub-ack / sio-ack acked/s"}
+    labels = {
+        "acked_vs_ff": "hub-ack acked/s / hub deliv/s",
+        "acked_vs_sio": "hub-ack / sio-ack acked/s",
+        "batch_vs_ff": "hub-ack-batch / hub deliv/s",
+        "batch_vs_sio": "hub-ack-batch / sio-ack acked/s",
+    }
     for key, label in labels.items():
         value = found.get(key)
         verdict = "-" if value is None else ("meets" if value >= TARGETS[key] else "below")

@@ -45,8 +45,8 @@ from bench.client import BenchError, _ms, _percentile, _raise_nofile, _server_cp
 
 RS = "\x1e"
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
-SIDES = ("hub", "hub-ack", "sio", "sio-ack")
-ACK_SIDES = ("hub-ack", "sio-ack")
+SIDES = ("hub", "hub-ack", "hub-ack-batch", "sio", "sio-ack")
+ACK_SIDES = ("hub-ack", "hub-ack-batch", "sio-ack")
 HUB_PATH = "/bench/acked-hub"
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 CONNECT_CONCURRENCY = 64
@@ -160,9 +160,29 @@ class Conn:
 class HubConn(Conn):
     """Raw SignalR JSON protocol."""
 
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, tally: Tally, acking: bool, batching: bool = False
+    ) -> None:
+        # ``hub-ack-batch``: the ids received since the last flush are acknowledged together, with
+        # one non-blocking ``AcknowledgeMessages``, once the frames already received are read.
+        self.batching = batching
+        self._batch: list[str] = []
+        super().__init__(ws, tally, acking)
+
     async def start(self, limit: float) -> None:
         await self.ws.send_str(HANDSHAKE)
         await self.wait_open(limit)
+
+    def _batch_ack(self, message_id: str) -> None:
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush_batch)
+        self._batch.append(message_id)
+
+    def _flush_batch(self) -> None:
+        ids, self._batch = self._batch, []
+        self.tally.acks_sent += len(ids)
+        frame = '{"type":1,"target":"AcknowledgeMessages","arguments":[' + json.dumps(ids) + "]}" + RS
+        asyncio.get_running_loop().create_task(self.ws.send_str(frame))
 
     async def on_text(self, data: str, now: float) -> None:
         acks: list[str] = []
@@ -175,7 +195,9 @@ class HubConn(Conn):
                 body = obj["arguments"][0]
                 self.tally.record(self.seen, body.get("i"), body.get("t"), now, body.get("retryCount"))
                 message_id = body.get("messageId")
-                if self.acking and isinstance(message_id, str):
+                if self.acking and self.batching and isinstance(message_id, str):
+                    self._batch_ack(message_id)
+                elif self.acking and isinstance(message_id, str):
                     acks.append(
                         '{"type":1,"target":"AcknowledgeMessage","arguments":['
                         + json.dumps(message_id)
@@ -288,7 +310,9 @@ async def _open(
     hub = side.startswith("hub")
     url = base + (HUB_PATH if hub else SIO_PATH)
     ws = await asyncio.wait_for(session.ws_connect(url, compress=0, autoping=True), limit)
-    conn: HubConn | SioConn = HubConn(ws, tally, acking) if hub else SioConn(ws, tally, acking)
+    conn: HubConn | SioConn = (
+        HubConn(ws, tally, acking, batching=side == "hub-ack-batch") if hub else SioConn(ws, tally, acking)
+    )
     await conn.start(limit)
     return conn
 

@@ -96,6 +96,14 @@ class AckBenchHub(BenchHub):
         return cleared
 
     @hub_method
+    async def acknowledge_messages(self, message_ids: list[str]) -> int:
+        """The base hub's ``AcknowledgeMessages``, then note when each id was done."""
+        cleared = await self._acknowledge_all(message_ids)
+        now = time.time()
+        _ACKS.extend((message_id, now, ok) for message_id, ok in zip(message_ids, cleared, strict=True))
+        return sum(cleared)
+
+    @hub_method
     async def ack_progress(self) -> dict[str, int]:
         """Cheap progress poll: acks handled so far and how many cleared a pending entry."""
         return {"acks": len(_ACKS), "cleared": sum(1 for _, _, cleared in _ACKS if cleared)}

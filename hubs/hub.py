@@ -86,7 +86,9 @@ _RECENT_IDS = 256
 #: Seconds a closing connection waits for its tasks to stop before it releases the rest.
 _TEARDOWN_WAIT = 5.0
 #: Hub methods handled as they arrive instead of waiting in the invocation queue.
-_INLINE_METHODS = frozenset({"acknowledgemessage", "nackmessage"})
+_INLINE_METHODS = frozenset({"acknowledgemessage", "acknowledgemessages", "nackmessage"})
+#: Most message ids one AcknowledgeMessages call may carry.
+MAX_ACK_BATCH = 1000
 
 
 class ConnectionLost(Exception):
@@ -250,6 +252,25 @@ class Hub(AsyncConsumer):
         assert self.context is not None
         cleared = await acked.acknowledge(self.get_hub_name(), self.context.connection_id, message_id)
         self._confirm(message_id, True)
+        return cleared
+
+    @hub_method
+    async def acknowledge_messages(self, message_ids: list[str]) -> int:
+        """``AcknowledgeMessage`` for several messages in one call, for a client that received a
+        burst (one frame instead of one per message). Answers how many were pending."""
+        return sum(await self._acknowledge_all(message_ids))
+
+    async def _acknowledge_all(self, message_ids: object) -> list[bool]:
+        if (
+            not isinstance(message_ids, list)
+            or len(message_ids) > MAX_ACK_BATCH
+            or not all(isinstance(m, str) and m for m in message_ids)
+        ):
+            raise InvalidArguments(f"messageIds must be a list of at most {MAX_ACK_BATCH} non-empty strings.")
+        assert self.context is not None
+        cleared = await acked.acknowledge_many(self.get_hub_name(), self.context.connection_id, message_ids)
+        for message_id in message_ids:
+            self._confirm(message_id, True)
         return cleared
 
     @hub_method

@@ -292,6 +292,20 @@ async def acknowledge(hub: str, connection_id: str, message_id: str) -> bool:
     return cleared
 
 
+async def acknowledge_many(hub: str, connection_id: str, message_ids: Sequence[str]) -> list[bool]:
+    """``AcknowledgeMessages``: clear several of the connection's entries; for each id, whether it
+    was pending. They join the process's ack batch, with every other connection's acks."""
+    batcher = ack_batcher()
+    cleared = list(await asyncio.gather(*(batcher.ack(connection_id, m) for m in message_ids)))
+    metrics = hub_metrics()
+    known = sum(cleared)
+    if known:
+        metrics.child(metrics.acks, hub, "known").inc(known)
+    if len(cleared) - known:
+        metrics.child(metrics.acks, hub, "unknown").inc(len(cleared) - known)
+    return cleared
+
+
 async def nack(
     hub: str, connection_id: str, message_id: str, reason: str, *, now: float | None = None
 ) -> str:

@@ -341,3 +341,17 @@ async def test_a_publish_that_fails_after_registration_is_delivered_by_the_retri
     assert (await deliver_due(now=entry.due + 0.01)).resent == 1  # ... the retry delivers it
     body = (await client.next_event()).arguments[0]
     assert (body["messageId"], body["retryCount"], body["seq"]) == (message_id, 1, 1)
+
+
+async def test_acknowledge_messages_clears_a_burst_in_one_call(stores, hub_client, alice_token):
+    client, cid = await echo_client(hub_client, alice_token)
+    ids = [await send_acked(payload={"n": n}) for n in range(3)]
+    for _ in ids:
+        await client.next_event()
+    answer = await client.invoke("AcknowledgeMessages", [ids[0], ids[2], "unknown", ids[0]])
+    assert answer.result == 2
+    assert [e.message_id for e in await get_pending().for_connection(cid)] == [ids[1]]
+    await client.send(InvocationMessage(target="AcknowledgeMessages", arguments=[[ids[1]]]))  # non-blocking
+    assert (await client.invoke("AcknowledgeMessage", ids[1])).result is False  # cleared by the batch
+    for bad in (["ok", 3], "not-a-list", [""], ["x"] * 1001):
+        assert "messageIds must be a list" in (await client.invoke("AcknowledgeMessages", bad)).error
