@@ -70,8 +70,16 @@ def wants_ack(method: str, ack: bool | None) -> bool:
     return method in conduit_settings.ACK_EVENTS
 
 
-def _utc(seconds: float) -> datetime:
+def utc(seconds: float) -> datetime:
+    """Wall-clock seconds as an aware UTC datetime (what the models store)."""
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def first_due(now: float) -> float:
+    """When a message sent at ``now`` is due for its first retry (``ACK_TIMEOUT`` plus the first
+    backoff, or only the timeout when no retry is allowed)."""
+    delay = retry_policy().next_delay(0)
+    return now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
 
 
 def with_position(body: dict[str, Any], seq: int | None, epoch: str | None) -> dict[str, Any]:
@@ -168,9 +176,7 @@ async def _prepare(
     )
     recipients = {c: u for c, u in found.items() if c not in exclude}
     if recipients:
-        delay = retry_policy().next_delay(0)
-        due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
-        await get_pending().register(message_id, recipients, due)
+        await get_pending().register(message_id, recipients, first_due(now))
     return Prepared(stamped, len(recipients))
 
 
@@ -219,8 +225,8 @@ async def persist(
             seq=seq,
             epoch=epoch or "",
             recipients=prepared.recipients if prepared is not None else None,
-            published_at=_utc(now) if prepared is not None else None,
-            publish_after=_utc(now),
+            published_at=utc(now) if prepared is not None else None,
+            publish_after=utc(now),
         )
 
     return await database_sync_to_async(create)()
@@ -260,7 +266,7 @@ async def _mark_published(
 
     def mark() -> None:
         AckedMessage.objects.filter(pk=message_id).update(
-            published_at=_utc(now), seq=seq, epoch=epoch or "", recipients=recipients
+            published_at=utc(now), seq=seq, epoch=epoch or "", recipients=recipients
         )
 
     try:
@@ -274,7 +280,7 @@ async def _set_publish_after(message_id: str, now: float) -> None:
     from ..models import AckedMessage
 
     def update() -> None:
-        AckedMessage.objects.filter(pk=message_id, published_at__isnull=True).update(publish_after=_utc(now))
+        AckedMessage.objects.filter(pk=message_id, published_at__isnull=True).update(publish_after=utc(now))
 
     try:
         await database_sync_to_async(update)()

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -24,15 +24,11 @@ from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
-from .acked import retry_policy, with_position
+from .acked import first_due, utc, with_position
 from .members import get_members
 from .pending import PendingEntry, get_pending
 
 logger = logging.getLogger(__name__)
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 async def dead_letter(entry: PendingEntry, message: Any, *, reason: str, error: str) -> None:
@@ -128,9 +124,9 @@ async def _requeue_one(row: Any, now: float) -> Requeued | None:
     from ..models import AckedMessage, DeadLetter
 
     members = get_members()
-    live = await _alive(members, [connection_channel(row.connection_id)])
+    live = await members.resolve_alive([connection_channel(row.connection_id)])
     if not live and row.user_id:
-        live = await _alive(members, [user_channel(row.namespace, row.user_id)])
+        live = await members.resolve_alive([user_channel(row.namespace, row.user_id)])
     recipients = live or {row.connection_id: row.user_id or None}
     body = {k: v for k, v in row.body.items() if k not in ("seq", "epoch")}
 
@@ -146,16 +142,14 @@ async def _requeue_one(row: Any, now: float) -> Requeued | None:
                 "targets": [[connection_channel(c), False] for c in recipients],
                 "seq": row.body.get("seq"),
                 "epoch": row.body.get("epoch") or "",
-                "published_at": _utc(now),
-                "publish_after": _utc(now),
+                "published_at": utc(now),
+                "publish_after": utc(now),
                 "recipients": len(recipients),
             },
         )
 
     await database_sync_to_async(restore)()
-    delay = retry_policy().next_delay(0)
-    due = now + (delay if delay is not None else float(conduit_settings.ACK_TIMEOUT))
-    await get_pending().register(row.message_id, recipients, due)
+    await get_pending().register(row.message_id, recipients, first_due(now))
     deleted, _ = await database_sync_to_async(lambda: DeadLetter.objects.filter(pk=row.pk).delete())()
     if not deleted:
         return None  # requeued or purged by someone else meanwhile: they deliver it
@@ -168,13 +162,6 @@ async def _requeue_one(row: Any, now: float) -> Requeued | None:
     hub_metrics().retries.labels(hub=row.hub, method=row.method, kind="requeue").inc()
     logger.info("Dead letter %s requeued to %s.", row.message_id, ", ".join(recipients))
     return Requeued(row.pk, row.message_id, tuple(live), waiting=not live)
-
-
-async def _alive(members: Any, channels: list[str]) -> dict[str, str | None]:
-    """The members of ``channels`` whose presence lease holds, with their users."""
-    found = await members.resolve(channels)
-    alive = await members.alive(found)
-    return {c: u for c, u in found.items() if c in alive}
 
 
 def purge(dead_letter_ids: Iterable[int] | None = None) -> int:
@@ -203,7 +190,7 @@ def apply_retention(now: float | None = None) -> Retention:
     messages older than ``MESSAGE_RETENTION``."""
     from ..models import AckedMessage, DeadLetter
 
-    moment = _utc(time.time() if now is None else now)
+    moment = utc(time.time() if now is None else now)
     dead_cutoff = moment - timedelta(seconds=float(conduit_settings.DEAD_LETTER_RETENTION))
     message_cutoff = moment - timedelta(seconds=float(conduit_settings.MESSAGE_RETENTION))
     dead, _ = DeadLetter.objects.filter(created_at__lt=dead_cutoff).delete()

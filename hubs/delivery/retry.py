@@ -31,7 +31,7 @@ from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
-from .acked import publish, retry_policy, with_position
+from .acked import publish, retry_policy, utc, with_position
 from .breaker import BreakerState, get_breaker
 from .dead_letters import dead_letter
 from .members import get_members
@@ -86,7 +86,7 @@ async def publish_spooled(*, now: float, limit: int) -> int:
     """Publish acknowledged messages whose ``publish_after`` passed, oldest first."""
     from ..models import AckedMessage
 
-    cutoff = datetime.fromtimestamp(now, UTC)
+    cutoff = utc(now)
     lease_until = cutoff + timedelta(seconds=_lease())
 
     def claim() -> list[Any]:
@@ -141,7 +141,7 @@ async def _follow_vanished(
         by_user.setdefault((messages[entry.message_id].namespace, entry.user_id), []).append(entry)
     max_attempts = max(0, int(conduit_settings.MAX_RETRIES) - 1)
     for (namespace, user_id), stale in by_user.items():
-        live = await members.alive(await members.members([user_channel(namespace, user_id)]))
+        live = set(await members.resolve_alive([user_channel(namespace, user_id)]))
         if not live:
             kept.extend(stale)  # nowhere to go yet: the schedule runs on
             continue
@@ -206,7 +206,7 @@ async def adopt_and_redeliver(
     for, and gets it at once. Runs when a connection of an authenticated user is established."""
     now = time.time() if now is None else now
     members = get_members()
-    live = await members.alive(await members.members([user_channel(namespace, user_id)]))
+    live = set(await members.resolve_alive([user_channel(namespace, user_id)]))
     max_attempts = max(0, int(conduit_settings.MAX_RETRIES) - 1)
     moved = await get_pending().adopt(user_id, connection_id, live, now + _lease(), max_attempts)
     if not moved:
