@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ..conf import conduit_settings
 from ..protocol.json_protocol import dumps_json
+from .built import BuiltOnUse
 from .redis import PerLoopRedis
 
 
@@ -254,22 +255,15 @@ class RedisHistory:
         return Position(epoch.decode(), int(seq))
 
 
-_built: tuple[Any, History] | None = None
-_built_lock = threading.Lock()
-
-
-def get_history() -> History:
-    """The configured history backend, built on first use and rebuilt when the settings change."""
-    global _built
-    backend = conduit_settings.HISTORY_BACKEND
-    key = (
-        backend,
+def _history_key() -> tuple[Any, ...]:
+    return (
+        conduit_settings.HISTORY_BACKEND,
         conduit_settings.REDIS_URL,
         conduit_settings.HISTORY_MAX_LENGTH,
         conduit_settings.HISTORY_MAX_AGE,
         conduit_settings.KEY_PREFIX,
     )
-    with _built_lock:
-        if _built is None or _built[0] != key:
-            _built = (key, backend())
-        return _built[1]
+
+
+#: ``get_history()``: the configured history backend (``HISTORY_BACKEND``).
+get_history: BuiltOnUse[History] = BuiltOnUse(_history_key, lambda: conduit_settings.HISTORY_BACKEND())

@@ -19,9 +19,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..conf import conduit_settings
+from .built import BuiltOnUse
 from .redis import PerLoopRedis
 
 
@@ -216,16 +217,12 @@ class RedisMembers:
         return {c for c, lease in zip(ids, found, strict=True) if lease is not None}
 
 
-_built: tuple[Any, Members] | None = None
-_built_lock = threading.Lock()
-
-
-def get_members() -> Members:
-    """The membership backend matching the history backend's choice of store."""
-    global _built
+def _build() -> Members:
     redis_url = conduit_settings.REDIS_URL
-    key = (redis_url, conduit_settings.KEY_PREFIX)
-    with _built_lock:
-        if _built is None or _built[0] != key:
-            _built = (key, RedisMembers(url=redis_url) if redis_url else MemoryMembers())
-        return _built[1]
+    return RedisMembers(url=redis_url) if redis_url else MemoryMembers()
+
+
+#: ``get_members()``: the membership store, Redis when ``REDIS_URL`` is set, else memory.
+get_members: BuiltOnUse[Members] = BuiltOnUse(
+    lambda: (conduit_settings.REDIS_URL, conduit_settings.KEY_PREFIX), _build
+)

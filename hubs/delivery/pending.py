@@ -18,9 +18,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..conf import conduit_settings
+from .built import BuiltOnUse
 from .redis import PerLoopRedis
 
 Recipients = Mapping[str, "str | None"] | Iterable[str]
@@ -416,16 +417,12 @@ class RedisPending:
         return int(await self.redis.client().zcard(self._due))
 
 
-_built: tuple[Any, Pending] | None = None
-_built_lock = threading.Lock()
-
-
-def get_pending() -> Pending:
-    """The pending store: Redis when ``REDIS_URL`` is set, else this process's memory."""
-    global _built
+def _build() -> Pending:
     redis_url = conduit_settings.REDIS_URL
-    key = (redis_url, conduit_settings.KEY_PREFIX)
-    with _built_lock:
-        if _built is None or _built[0] != key:
-            _built = (key, RedisPending(url=redis_url) if redis_url else MemoryPending())
-        return _built[1]
+    return RedisPending(url=redis_url) if redis_url else MemoryPending()
+
+
+#: ``get_pending()``: the pending store, Redis when ``REDIS_URL`` is set, else this process's memory.
+get_pending: BuiltOnUse[Pending] = BuiltOnUse(
+    lambda: (conduit_settings.REDIS_URL, conduit_settings.KEY_PREFIX), _build
+)

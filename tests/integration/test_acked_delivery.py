@@ -18,8 +18,7 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from hubs import task_events
-from hubs.delivery import breaker as breaker_module
-from hubs.delivery import history, members, pending
+from hubs.delivery import members
 from hubs.delivery.acked import DeliveryUnavailable
 from hubs.delivery.breaker import BreakerState, get_breaker
 from hubs.delivery.dead_letters import requeue
@@ -41,11 +40,8 @@ SETTINGS = {
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def stores(request, monkeypatch):
+async def stores(request, fresh_delivery_stores):
     """The delivery stores on one backend, fresh for the test; yields the settings in force."""
-    for module in (pending, members, history):
-        monkeypatch.setattr(module, "_built", None)
-    monkeypatch.setattr(breaker_module, "_breakers", {})
     conf = dict(SETTINGS)
     if request.param == "redis":
         redis_url = request.getfixturevalue("redis_url")

@@ -25,8 +25,6 @@ from django.core.management.base import CommandError
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from hubs.delivery import breaker as breaker_module
-from hubs.delivery import history, members, pending
 from hubs.delivery.pending import get_pending
 from hubs.delivery.retry import deliver_due
 from hubs.models import AckedMessage, DeadLetter
@@ -48,16 +46,9 @@ DEAD_LETTERS = "/admin/hubs/deadletter/"
 ACKED_MESSAGES = "/admin/hubs/ackedmessage/"
 
 
-def fresh_stores(monkeypatch) -> None:
-    for module in (pending, members, history):
-        monkeypatch.setattr(module, "_built", None)
-    monkeypatch.setattr(breaker_module, "_breakers", {})
-
-
 @pytest.fixture
-async def redis_stores(monkeypatch, redis_url):
+async def redis_stores(fresh_delivery_stores, redis_url):
     """The delivery stores on Redis (as with ``REDIS_URL`` set), under a fresh key prefix."""
-    fresh_stores(monkeypatch)
     conf = {
         **SETTINGS,
         "REDIS_URL": redis_url,
@@ -74,9 +65,8 @@ async def redis_stores(monkeypatch, redis_url):
 
 
 @pytest.fixture
-def memory_stores(monkeypatch):
+def memory_stores(fresh_delivery_stores):
     """The embedded mode's stores (no ``REDIS_URL``), fresh for the test."""
-    fresh_stores(monkeypatch)
     with override_settings(CONDUIT_RT=dict(SETTINGS)):
         yield
 

@@ -8,16 +8,13 @@ from django.test import override_settings
 
 from hubs import tasks
 from hubs.beat import beat_schedule
-from hubs.delivery import history, members, pending
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def fresh_stores(monkeypatch):
+def fresh_stores(fresh_delivery_stores):
     """Empty embedded stores: entries other tests left in the process's memory stay out."""
-    for module in (pending, members, history):
-        monkeypatch.setattr(module, "_built", None)
 
 
 def test_the_retry_task_does_nothing_unless_celery_is_the_runner():
