@@ -30,61 +30,54 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
 import sys
 import time
+from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from bench.client import BenchError, _ms, _percentile, _raise_nofile, _server_cpu
+if __package__ in (None, ""):  # run as a file (``python bench/acked_client.py``): make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RS = "\x1e"
-HANDSHAKE = '{"protocol":"json","version":1}' + RS
+from bench import common
+from bench.common import RS, BenchError
+
 SIDES = ("hub", "hub-ack", "hub-ack-batch", "sio", "sio-ack")
 ACK_SIDES = ("hub-ack", "hub-ack-batch", "sio-ack")
 HUB_PATH = "/bench/acked-hub"
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
-CONNECT_CONCURRENCY = 64
 POLL_INTERVAL = 0.1
 
 
-class Tally:
-    """Deliveries of the run, across all receivers."""
+class Tally(common.Tally):
+    """Deliveries of the run, plus the receipts of retried messages and the acks sent."""
 
     def __init__(self, n: int, m: int) -> None:
-        self.m = m
-        self.expected = n * m
-        self.received = 0
-        self.duplicates = 0
+        super().__init__(n, m)
         self.retries = 0
-        self.unexpected = 0
         self.acks_sent = 0
-        self.latencies: list[float] = []
-        self.first_sent = math.inf
-        self.last_recv = 0.0
-        self.done = asyncio.Event()
 
-    def record(self, seen: bytearray, index: Any, sent: Any, now: float, retry_count: Any = 0) -> None:
-        if not isinstance(index, int) or not 0 <= index < self.m or not isinstance(sent, float | int):
-            self.unexpected += 1
-            return
-        if isinstance(retry_count, int) and retry_count > 0:
+    def record(self, seen: bytearray, index: Any, sent: Any, now: float, retry_count: Any = 0) -> bool:
+        valid = super().record(seen, index, sent, now)
+        if valid and isinstance(retry_count, int) and retry_count > 0:
             self.retries += 1
-        if seen[index]:
-            self.duplicates += 1
-            return
-        seen[index] = 1
-        self.received += 1
-        self.latencies.append(now - sent)
-        self.first_sent = min(self.first_sent, sent)
-        self.last_recv = now
-        if self.received >= self.expected:
-            self.done.set()
+        return valid
+
+    def counts(self) -> dict[str, int]:
+        counts = super().counts()
+        return {
+            "received": counts["received"],
+            "lost": counts["lost"],
+            "duplicates": counts["duplicates"],
+            "retries": self.retries,
+            "unexpected": counts["unexpected"],
+            "acks_sent": self.acks_sent,
+        }
 
 
 class Conn:
@@ -170,7 +163,7 @@ class HubConn(Conn):
         super().__init__(ws, tally, acking)
 
     async def start(self, limit: float) -> None:
-        await self.ws.send_str(HANDSHAKE)
+        await self.ws.send_str(common.HANDSHAKE)
         await self.wait_open(limit)
 
     def _batch_ack(self, message_id: str) -> None:
@@ -186,10 +179,7 @@ class HubConn(Conn):
 
     async def on_text(self, data: str, now: float) -> None:
         acks: list[str] = []
-        for record in data.split(RS):
-            if not record:
-                continue
-            obj = orjson.loads(record)
+        for obj in common.signalr_records(data):
             kind = obj.get("type")
             if kind == 1 and obj.get("target") == "Tick":
                 body = obj["arguments"][0]
@@ -222,8 +212,8 @@ class HubConn(Conn):
     async def invoke(self, target: str, arguments: list[Any], limit: float) -> Any:
         invocation_id = str(self.next_id)
         self.next_id += 1
-        record = {"type": 1, "invocationId": invocation_id, "target": target, "arguments": arguments}
-        answer = await self._call(invocation_id, json.dumps(record) + RS, limit, target)
+        frame = common.signalr_invocation(invocation_id, target, arguments)
+        answer = await self._call(invocation_id, frame, limit, target)
         if "error" in answer:
             raise BenchError(f"{target} failed: {answer['error']}")
         return answer.get("result")
@@ -351,137 +341,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     acking = side in ACK_SIDES
     tally = Tally(args.n, args.m)
     result: dict[str, Any] = {"side": side, "n": args.n, "m": args.m, "expected": tally.expected}
-    receivers: list[Conn] = []
-    control: Conn | None = None
-    status = "ok"
     base = args.url.rstrip("/")
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        try:
-            # 1. Connect and join every receiver (bounded concurrency, bounded total time).
-            started = time.time()
-            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-            async def receiver() -> None:
-                async with gate:
-                    conn = await _open(session, base, side, tally, acking, args.step_timeout)
-                    receivers.append(conn)
-                    await conn.join(args.group, args.step_timeout)
+    def open_conn(session: aiohttp.ClientSession, receiver: bool) -> Awaitable[Conn]:
+        return _open(session, base, side, tally, acking and receiver, args.step_timeout)
 
-            joining = [asyncio.create_task(receiver()) for _ in range(args.n)]
-            try:
-                await asyncio.wait_for(asyncio.gather(*joining), args.connect_timeout)
-            except TimeoutError as exc:
-                raise BenchError(
-                    f"connecting {args.n} receivers took over {args.connect_timeout:.0f} s"
-                ) from exc
-            finally:
-                for task in joining:
-                    task.cancel()
-                await asyncio.gather(*joining, return_exceptions=True)
-            control = await _open(session, base, side, tally, False, args.step_timeout)
-            result["connect_s"] = round(time.time() - started, 3)
+    def cpu() -> common.CpuSample:
+        return common.sample_cpu(args.server_pid, args.redis_pid, machine=True)
 
-            # 2. Trigger the broadcast in the server and wait for the deliveries.
-            cpu0, server_cpu0, t0 = time.process_time(), _server_cpu(args.server_pid), time.time()
-            busy0, redis_cpu0 = _machine_busy(), _server_cpu(args.redis_pid)
-            trigger = asyncio.create_task(control.broadcast(args.group, args.m, acking, args.timeout))
-            deadline = t0 + args.timeout
-            trigger_done_at: float | None = None
-            while True:
-                now = time.time()
-                if tally.done.is_set():
-                    break
-                if now >= deadline:
-                    status = "timeout"
-                    break
-                if trigger.done() and trigger_done_at is None:
-                    trigger_done_at = now
-                    if trigger.exception() is not None:
-                        result["error"] = str(trigger.exception())
-                if trigger_done_at is not None and now - max(trigger_done_at, tally.last_recv) >= args.idle:
-                    status = "lost" if "error" not in result else "trigger-failed"
-                    break
-                if all(c.reader.done() for c in receivers):
-                    status = "disconnected"
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(tally.done.wait(), min(0.25, max(0.01, deadline - now)))
-            try:  # the trigger's answer comes once the server's send loop is done
-                answer = await asyncio.wait_for(asyncio.shield(trigger), max(1.0, deadline - time.time()))
-                result["send_s"] = round(float(answer.get("seconds", math.nan)), 4)
-            except (TimeoutError, BenchError) as exc:
-                trigger.cancel()
-                result.setdefault("error", f"broadcast: {exc or type(exc).__name__}")
-                if status == "ok":
-                    status = "trigger-failed"
+    async def measure(control: Conn, receivers: list[Conn]) -> str:
+        """Trigger the sends, wait for the deliveries and (ack sides) the acks; the run's status."""
+        before = cpu()
+        trigger = asyncio.create_task(control.broadcast(args.group, args.m, acking, args.timeout))
+        deadline = before.wall + args.timeout
+        status = await common.await_deliveries(tally, trigger, receivers, deadline, args.idle, result)
+        try:  # the trigger's answer comes once the server's send loop is done
+            answer = await asyncio.wait_for(asyncio.shield(trigger), max(1.0, deadline - time.time()))
+            result["send_s"] = round(float(answer.get("seconds", math.nan)), 4)
+        except (TimeoutError, BenchError) as exc:
+            trigger.cancel()
+            result.setdefault("error", f"broadcast: {exc or type(exc).__name__}")
+            if status == "ok":
+                status = "trigger-failed"
 
-            # 3. Ack sides: wait until the server processed every ack, then read its timings.
-            if acking and status in ("ok", "lost"):
-                ack_status = await _wait_acks(control, tally.expected, args)
-                result["pending_left"] = await _wait_pending_zero(control, args)
-                if ack_status != "ok" and status == "ok":
-                    status = ack_status
-            t1 = time.time()
-            cpu1, server_cpu1 = time.process_time(), _server_cpu(args.server_pid)
-            busy1, redis_cpu1 = _machine_busy(), _server_cpu(args.redis_pid)
-            window = t1 - t0
-            result["client_cpu_share"] = round((cpu1 - cpu0) / window, 3) if window > 0 else None
-            if server_cpu0 is not None and server_cpu1 is not None and window > 0:
-                result["server_cpu_share"] = round((server_cpu1 - server_cpu0) / window, 3)
-            if redis_cpu0 is not None and redis_cpu1 is not None and window > 0:
-                result["redis_cpu_share"] = round((redis_cpu1 - redis_cpu0) / window, 3)
-            if busy0 is not None and busy1 is not None and window > 0:
-                # Everything else on the machine (other processes), in cores: a noisy neighbour shows.
-                result["machine_cpu_share"] = round((busy1 - busy0) / window, 3)
-                ours = sum(result.get(k) or 0.0 for k in ("client_cpu_share", "server_cpu_share"))
-                if args.side.startswith("hub"):
-                    ours += result.get("redis_cpu_share") or 0.0
-                result["other_cpu_share"] = round(max(0.0, result["machine_cpu_share"] - ours), 3)
-            if acking and status in ("ok", "lost", "unacked", "ack-timeout"):
-                result.update(_ack_figures(await control.ack_stats(args.step_timeout), tally.expected))
-        except BenchError as exc:
-            status = "failed"
-            result["error"] = str(exc)
-        except (aiohttp.ClientError, OSError) as exc:
-            status = "failed"
-            result["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            conns = receivers + ([control] if control is not None else [])
-            closing = asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-            try:
-                await asyncio.wait_for(closing, args.close_timeout)
-            except TimeoutError:
-                result["close_timeout"] = True
+        # Ack sides: wait until the server processed every ack, then read its timings.
+        if acking and status in ("ok", "lost"):
+            ack_status = await _wait_acks(control, tally.expected, args)
+            result["pending_left"] = await _wait_pending_zero(control, args)
+            if ack_status != "ok" and status == "ok":
+                status = ack_status
+        result.update(common.cpu_shares(before, cpu()))
+        if "machine_cpu_share" in result:
+            # Everything else on the machine (other processes), in cores: a noisy neighbour shows.
+            ours = sum(result.get(k) or 0.0 for k in ("client_cpu_share", "server_cpu_share"))
+            if side.startswith("hub"):
+                ours += result.get("redis_cpu_share") or 0.0
+            result["other_cpu_share"] = round(max(0.0, result["machine_cpu_share"] - ours), 3)
+        if acking and status in ("ok", "lost", "unacked", "ack-timeout"):
+            result.update(_ack_figures(await control.ack_stats(args.step_timeout), tally.expected))
+        return status
 
-    latencies = sorted(tally.latencies)
-    duration = tally.last_recv - tally.first_sent if tally.received else 0.0
-    result.update(
-        status=status,
-        received=tally.received,
-        lost=tally.expected - tally.received,
-        duplicates=tally.duplicates,
-        retries=tally.retries,
-        unexpected=tally.unexpected,
-        acks_sent=tally.acks_sent,
-        duration_s=round(duration, 4),
-        deliveries_per_s=round(tally.received / duration, 1) if duration > 0 else None,
-        p50_ms=_ms(_percentile(latencies, 0.50)),
-        p99_ms=_ms(_percentile(latencies, 0.99)),
-        max_ms=_ms(latencies[-1] if latencies else None),
-    )
-    return result
-
-
-def _machine_busy() -> float | None:
-    """CPU seconds all cores spent busy (not idle, not waiting for I/O) so far, from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return await common.run_receivers(args, tally, result, open_conn, measure)
 
 
 def _ack_figures(stats: dict[str, Any], expected: int) -> dict[str, Any]:
@@ -497,32 +397,20 @@ def _ack_figures(stats: dict[str, Any], expected: int) -> dict[str, Any]:
         "acks_missing": expected - cleared,
         "ack_window_s": round(window, 4),
         "acked_per_s": round(cleared / window, 1) if window > 0 else None,
-        "ack_p50_ms": _ms(_percentile(latencies, 0.50)),
-        "ack_p99_ms": _ms(_percentile(latencies, 0.99)),
-        "ack_max_ms": _ms(latencies[-1] if latencies else None),
+        **common.latency_figures(latencies, "ack_"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="ws://host:port of the bench server")
+    parser = common.client_parser(__doc__)
     parser.add_argument("--side", choices=SIDES, required=True)
-    parser.add_argument("--n", type=int, required=True, help="receiver connections")
-    parser.add_argument("--m", type=int, required=True, help="messages sent to the group")
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--server-pid", type=int, default=None, help="for the server CPU share")
+    common.add_receiver_arguments(parser, m_help="messages sent to the group")
     parser.add_argument("--redis-pid", type=int, default=None, help="Redis' pid, for its CPU share")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds from trigger to give up")
     parser.add_argument("--idle", type=float, default=5.0, help="quiet seconds = lost / unacked")
     parser.add_argument("--ack-timeout", type=float, default=60.0, help="seconds to wait for the acks")
-    parser.add_argument("--connect-timeout", type=float, default=90.0)
-    parser.add_argument("--step-timeout", type=float, default=30.0, help="one connect/handshake/call")
-    parser.add_argument("--close-timeout", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    _raise_nofile(args.n + 256)
-    result = asyncio.run(run(args))
-    sys.stdout.write(json.dumps(result) + "\n")
-    return 0
+    common.add_limit_arguments(parser, step_help="one connect/handshake/call")
+    return common.client_main(parser, argv, run)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,21 @@ class Site:
         self.processes.append(process)
         return process
 
+    def celery_worker(self, log_name: str = "celery-worker.log") -> subprocess.Popen[Any]:
+        """A Celery worker of this site: one process (``solo``), quiet, no chatter between workers."""
+        return self.spawn(
+            [PYTHON, "-m", "celery", "-A", "conduit_rt", "worker", "-P", "solo", "--without-heartbeat",
+             "--without-gossip", "--without-mingle", "-l", "WARNING"],
+            log_name,
+        )  # fmt: skip
+
+    def celery_beat(self, log_name: str = "celery-beat.log") -> subprocess.Popen[Any]:
+        """Celery beat for this site (the retry passes), its schedule file in the site's folder."""
+        schedule = str(self.workdir / "beat-schedule")
+        return self.spawn(
+            [PYTHON, "-m", "celery", "-A", "conduit_rt", "beat", "-s", schedule, "-l", "WARNING"], log_name
+        )
+
     def close(self) -> None:
         for server in self.servers:
             server.stop()
@@ -305,6 +320,21 @@ def _matches(item: dict[str, Any], event: str, match: dict[str, Any]) -> bool:
 
 
 TASK_EVENTS = ["TaskStarted", "TaskProgress", "TaskCompleted", "TaskFailed", "TaskCancelled"]
+
+
+def run_node_script(script: str, config: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
+    """Run ``clients/<script>`` (a one-shot browser or client script) and return the JSON object
+    it prints last, or ``{"stderr": ...}`` when it printed none."""
+    run = subprocess.run(
+        ["node", str(CLIENTS / script), json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = run.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"stderr": run.stderr}
 
 
 def js_client(

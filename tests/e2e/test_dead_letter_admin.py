@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import time
 
 import pytest
 
-from .harness import CLIENTS, PYTHON, ROOT, js_client
+from .harness import ROOT, js_client, run_node_script
 
 pytestmark = pytest.mark.e2e
 
@@ -23,10 +22,6 @@ ARTIFACTS = ROOT / "artifacts"
 ACK_TIMEOUT = 0.5
 BACKOFF = 0.5
 MAX_RETRIES = 3
-
-
-def celery(site, *args: str, log: str) -> None:
-    site.spawn([PYTHON, "-m", "celery", "-A", "conduit_rt", *args, "-l", "WARNING"], log)
 
 
 def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients):
@@ -40,17 +35,8 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
         CONDUIT_RT_RETRY_JITTER="0",
         CONDUIT_RT_MAX_RETRIES=str(MAX_RETRIES),
     )
-    celery(
-        site,
-        "worker",
-        "-P",
-        "solo",
-        "--without-heartbeat",
-        "--without-gossip",
-        "--without-mingle",
-        log="w.log",
-    )
-    celery(site, "beat", "-s", str(site.workdir / "beat-schedule"), log="beat.log")
+    site.celery_worker()
+    site.celery_beat()
     token = site.token("alice")
     site.manage(
         "shell",
@@ -112,15 +98,7 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
         "screenshots": str(ARTIFACTS),
         "timeoutMs": 30000,
     }
-    run = subprocess.run(
-        ["node", str(CLIENTS / "admin_dead_letters.mjs"), json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    result = json.loads(run.stdout.strip().splitlines()[-1]) if run.stdout.strip() else {"stderr": run.stderr}
+    result = run_node_script("admin_dead_letters.mjs", config)
     assert result.get("ok"), result
     assert result["listed"]["field-reason"] == "No acknowledgement"
     assert "Requeued 1 dead letter(s): 1 delivered to 1 live connection(s)" in result["notice"], result

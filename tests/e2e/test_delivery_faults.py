@@ -110,31 +110,10 @@ class Deployment:
         self.beat: subprocess.Popen[Any] | None = None
 
     def start_worker(self) -> None:
-        self.worker = self.site.spawn(
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "conduit_rt",
-                "worker",
-                "-P",
-                "solo",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "WARNING",
-            ],
-            "celery-worker.log",
-        )
+        self.worker = self.site.celery_worker()
 
     def start_beat(self) -> None:
-        schedule = self.site.workdir / "beat-schedule"
-        self.beat = self.site.spawn(
-            [PYTHON, "-m", "celery", "-A", "conduit_rt", "beat", "-s", str(schedule), "-l", "WARNING"],
-            "celery-beat.log",
-        )
+        self.beat = self.site.celery_beat()
 
     def status(self) -> dict[str, int]:
         return json.loads(self.site.manage("delivery_status", timeout=60))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
-from .harness import CLIENTS, ROOT
+from .harness import ROOT, run_node_script
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +28,7 @@ def test_demo_page_shows_a_task_running_to_completion(make_site):
         "screenshot": str(ARTIFACTS / "demo-page.png"),
         "timeoutMs": 30000,
     }
-    run = subprocess.run(
-        ["node", str(CLIENTS / "demo_page.mjs"), json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    result = json.loads(run.stdout.strip().splitlines()[-1]) if run.stdout.strip() else {"stderr": run.stderr}
+    result = run_node_script("demo_page.mjs", config)
     assert result.get("ok"), result
     assert result["progress"] == 100
     assert result["status"] == "completed: Done"

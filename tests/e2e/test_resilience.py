@@ -114,26 +114,7 @@ def test_celery_worker_runs_the_demo_task(make_site, clients):
     }
     worker_site = make_site(**demo)
     token = worker_site.token("carol")
-    worker_site.spawn(
-        [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "conduit_rt",
-            "worker",
-            "-P",
-            "solo",
-            "-c",
-            "1",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ],
-        "celery-worker.log",
-    )
+    worker_site.celery_worker()
     server = worker_site.server()
     client = js_client(f"{server.url}/hubs/tasks", token)
     clients.append(client)
