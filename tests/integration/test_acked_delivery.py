@@ -8,11 +8,9 @@ test at the wall times it chooses (``deliver_due(now=...)``), never by sleeping.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 
 import pytest
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.test import override_settings
@@ -27,54 +25,23 @@ from hubs.delivery.retry import deliver_due
 from hubs.models import AckedMessage, DeadLetter
 from hubs.protocol import InvocationMessage
 from hubs.send import get_hub_context
+from tests.support.delivery import ECHO, delivery_settings, echo_client
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-SETTINGS = {
-    "ACK_TIMEOUT": 10.0,
-    "MAX_RETRIES": 3,
-    "RETRY_BACKOFF": 2.0,
-    "RETRY_BACKOFF_MAX": 5.0,
-    "RETRY_JITTER": False,
-}
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def stores(request, fresh_delivery_stores):
     """The delivery stores on one backend, fresh for the test; yields the settings in force."""
-    conf = dict(SETTINGS)
-    if request.param == "redis":
-        redis_url = request.getfixturevalue("redis_url")
-        conf.update(
-            REDIS_URL=redis_url,
-            KEY_PREFIX=f"t{secrets.token_hex(4)}",
-            HISTORY_BACKEND="hubs.delivery.history.RedisHistory",
-        )
-    with override_settings(CONDUIT_RT=conf):
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    async with delivery_settings(redis_url) as conf:
         yield conf
-        if request.param == "redis":
-            client = aioredis.Redis.from_url(conf["REDIS_URL"])
-            keys = await client.keys(f"{conf['KEY_PREFIX']}:*")
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
 
 
 async def subscribed(hub_client, token, task):
     client = await hub_client("/hubs/tasks", token=token)
     await client.invoke("SubscribeToTask", str(task.id))
     return client
-
-
-ECHO = "tests.support.echo_hub.EchoHub"
-
-
-async def echo_client(hub_client, token, group: str | None = "room"):
-    """A connection to the echo hub (optionally in ``group``) and its connection id."""
-    client = await hub_client("/hubs/echo", token=token)
-    if group:
-        await client.invoke("Join", group)
-    return client, (await client.invoke("Whoami")).result["connectionId"]
 
 
 def send_acked(method: str = "Note", payload: dict | None = None, group: str = "room"):

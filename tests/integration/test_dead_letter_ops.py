@@ -11,36 +11,27 @@ from __future__ import annotations
 
 import io
 import re
-import secrets
 import time
 from datetime import timedelta
 
 import pytest
-import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import Client, override_settings
+from django.test import Client
 from django.utils import timezone
 
 from hubs.delivery.pending import get_pending
 from hubs.delivery.retry import deliver_due
 from hubs.models import AckedMessage, DeadLetter
 from hubs.send import get_hub_context
+from tests.support.delivery import ACK_SETTINGS, ECHO, delivery_settings, echo_client
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
-SETTINGS = {
-    "ACK_TIMEOUT": 10.0,
-    "MAX_RETRIES": 3,
-    "RETRY_BACKOFF": 2.0,
-    "RETRY_BACKOFF_MAX": 5.0,
-    "RETRY_JITTER": False,
-}
-ATTEMPTS = SETTINGS["MAX_RETRIES"] + 1
-ECHO = "tests.support.echo_hub.EchoHub"
+ATTEMPTS = ACK_SETTINGS["MAX_RETRIES"] + 1
 HUB = "echo"  # rows name hubs by hub name
 DEAD_LETTERS = "/admin/hubs/deadletter/"
 ACKED_MESSAGES = "/admin/hubs/ackedmessage/"
@@ -49,34 +40,15 @@ ACKED_MESSAGES = "/admin/hubs/ackedmessage/"
 @pytest.fixture
 async def redis_stores(fresh_delivery_stores, redis_url):
     """The delivery stores on Redis (as with ``REDIS_URL`` set), under a fresh key prefix."""
-    conf = {
-        **SETTINGS,
-        "REDIS_URL": redis_url,
-        "KEY_PREFIX": f"t{secrets.token_hex(4)}",
-        "HISTORY_BACKEND": "hubs.delivery.history.RedisHistory",
-    }
-    with override_settings(CONDUIT_RT=conf):
+    async with delivery_settings(redis_url) as conf:
         yield conf
-        client = aioredis.Redis.from_url(redis_url)
-        keys = await client.keys(f"{conf['KEY_PREFIX']}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.fixture
-def memory_stores(fresh_delivery_stores):
+async def memory_stores(fresh_delivery_stores):
     """The embedded mode's stores (no ``REDIS_URL``), fresh for the test."""
-    with override_settings(CONDUIT_RT=dict(SETTINGS)):
-        yield
-
-
-async def echo_client(hub_client, token, group: str | None = "room"):
-    """A connection to the echo hub (optionally in ``group``) and its connection id."""
-    client = await hub_client("/hubs/echo", token=token)
-    if group:
-        await client.invoke("Join", group)
-    return client, (await client.invoke("Whoami")).result["connectionId"]
+    async with delivery_settings(None) as conf:
+        yield conf
 
 
 async def dead_letters_of(clients, method: str = "Note", group: str = "room") -> str:
