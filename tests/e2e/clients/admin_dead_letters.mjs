@@ -3,15 +3,11 @@
 //
 // node admin_dead_letters.mjs '{"url", "username", "password", "messageId", "screenshots", "timeoutMs"}'
 // Prints one JSON line: {"ok": true, "listed": {...row cells}, "notice": "..."} or {"ok": false, "error"}.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const timeout = cfg.timeoutMs ?? 30000;
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.setDefaultTimeout(timeout);

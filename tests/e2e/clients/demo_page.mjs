@@ -3,15 +3,11 @@
 //
 // node demo_page.mjs '{"url", "username", "password", "screenshot", "timeoutMs"}'
 // Prints one JSON line: {"ok": true, "progress": 100, "status": "...", "events": n} or {"ok": false, "error"}.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const timeout = cfg.timeoutMs ?? 30000;
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const consoleErrors = [];
 try {
   const page = await browser.newPage();
