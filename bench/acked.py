@@ -78,6 +78,7 @@ class Options(common.RunOptions):
     runs: int
     sides: list[str]
     ack_timeout: float
+    ack_window: float
     layer: str
     database_url: str | None
     keep_db: bool
@@ -161,6 +162,7 @@ def run_client(server: Server, side: str, opts: Options, redis: int | None) -> d
         "--group", f"acked-{uuid.uuid4().hex[:12]}",
         "--server-pid", str(server.proc.pid), *(["--redis-pid", str(redis)] if redis else []),
         "--timeout", str(opts.timeout), "--idle", str(opts.idle), "--ack-timeout", str(opts.ack_timeout),
+        "--ack-window", str(opts.ack_window),
         "--connect-timeout", str(opts.connect_timeout), "--step-timeout", str(step_timeout),
         "--close-timeout", str(close_timeout),
     ]  # fmt: skip
@@ -313,6 +315,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run from the trigger")
     parser.add_argument("--idle", type=float, default=5.0, help="quiet seconds = lost / unacked")
     parser.add_argument("--ack-timeout", type=float, default=60.0, help="seconds to wait for every ack")
+    parser.add_argument(
+        "--ack-window",
+        type=float,
+        default=0.0,
+        help="hub-ack-batch: seconds a client gathers ids per AcknowledgeMessages (0: next loop turn)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument(
         "--layer", choices=("redis", "memory"), default="redis",
@@ -343,6 +351,7 @@ def parse_args(argv: list[str] | None) -> Options:
         sides=args.sides or DEFAULT_SIDES.split(","),
         timeout=args.timeout,
         ack_timeout=args.ack_timeout,
+        ack_window=args.ack_window,
         layer=args.layer,
         database_url=args.database_url,
         keep_db=args.keep_db,

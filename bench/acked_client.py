@@ -154,11 +154,18 @@ class HubConn(Conn):
     """Raw SignalR JSON protocol."""
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, tally: Tally, acking: bool, batching: bool = False
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        tally: Tally,
+        acking: bool,
+        batching: bool = False,
+        window: float = 0.0,
     ) -> None:
         # ``hub-ack-batch``: the ids received since the last flush are acknowledged together, with
-        # one non-blocking ``AcknowledgeMessages``, once the frames already received are read.
+        # one non-blocking ``AcknowledgeMessages``: once the frames already received are read
+        # (``window`` 0), or ``window`` seconds after the first id of the batch arrived.
         self.batching = batching
+        self.window = window
         self._batch: list[str] = []
         super().__init__(ws, tally, acking)
 
@@ -168,7 +175,11 @@ class HubConn(Conn):
 
     def _batch_ack(self, message_id: str) -> None:
         if not self._batch:
-            asyncio.get_running_loop().call_soon(self._flush_batch)
+            loop = asyncio.get_running_loop()
+            if self.window > 0:
+                loop.call_later(self.window, self._flush_batch)
+            else:
+                loop.call_soon(self._flush_batch)
         self._batch.append(message_id)
 
     def _flush_batch(self) -> None:
@@ -295,13 +306,21 @@ class SioConn(Conn):
 
 
 async def _open(
-    session: aiohttp.ClientSession, base: str, side: str, tally: Tally, acking: bool, limit: float
+    session: aiohttp.ClientSession,
+    base: str,
+    side: str,
+    tally: Tally,
+    acking: bool,
+    limit: float,
+    window: float = 0.0,
 ) -> Conn:
     hub = side.startswith("hub")
     url = base + (HUB_PATH if hub else SIO_PATH)
     ws = await asyncio.wait_for(session.ws_connect(url, compress=0, autoping=True), limit)
     conn: HubConn | SioConn = (
-        HubConn(ws, tally, acking, batching=side == "hub-ack-batch") if hub else SioConn(ws, tally, acking)
+        HubConn(ws, tally, acking, batching=side == "hub-ack-batch", window=window)
+        if hub
+        else SioConn(ws, tally, acking)
     )
     await conn.start(limit)
     return conn
@@ -344,7 +363,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = args.url.rstrip("/")
 
     def open_conn(session: aiohttp.ClientSession, receiver: bool) -> Awaitable[Conn]:
-        return _open(session, base, side, tally, acking and receiver, args.step_timeout)
+        return _open(session, base, side, tally, acking and receiver, args.step_timeout, args.ack_window)
 
     def cpu() -> common.CpuSample:
         return common.sample_cpu(args.server_pid, args.redis_pid, machine=True)
@@ -409,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds from trigger to give up")
     parser.add_argument("--idle", type=float, default=5.0, help="quiet seconds = lost / unacked")
     parser.add_argument("--ack-timeout", type=float, default=60.0, help="seconds to wait for the acks")
+    parser.add_argument(
+        "--ack-window", type=float, default=0.0, help="hub-ack-batch: seconds a batch gathers ids"
+    )
     common.add_limit_arguments(parser, step_help="one connect/handshake/call")
     return common.client_main(parser, argv, run)
 
