@@ -85,6 +85,26 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a connection counts as present without its server renewing its lease (renewed
     # every third of it); a server that died loses its connections after this long.
     "PRESENCE_TTL": 30.0,
+    # --- Monitoring (docs/monitoring.md) -----------------------------------------------------------
+    # A connection that exchanged no hub message (pings do not count) for this many seconds is
+    # stale: the cleanup closes its socket.
+    "STALE_THRESHOLD": 3600.0,
+    # Seconds between two stale-connection cleanups.
+    "STALE_CLEANUP_INTERVAL": 60.0,
+    # Who runs the cleanup: "embedded" (a loop in each server process) or "celery" (the beat
+    # task hubs.cleanup_stale_connections on a worker).
+    "CLEANUP_RUNNER": "embedded",
+    # Hub filters, outermost first (dotted paths to classes): each wraps every hub method
+    # invocation, like middleware wraps a view.
+    "HUB_FILTERS": ["monitoring.diagnostics.DiagnosticFilter"],
+    # /health/ reports degraded when stale connections exceed this share of the active ones ...
+    "HEALTH_STALE_RATIO": 0.10,
+    # ... or when more than this many dead letters were created in the last
+    # HEALTH_DEAD_LETTER_WINDOW seconds.
+    "HEALTH_DEAD_LETTER_THRESHOLD": 100,
+    "HEALTH_DEAD_LETTER_WINDOW": 3600.0,
+    # Seconds each health check waits for Redis, the channel layer or the Celery workers.
+    "HEALTH_TIMEOUT": 2.0,
     # --- Circuit breaker around the channel layer and Redis ------------------------------------
     # Consecutive failures that open the breaker, and seconds until it lets a trial call through.
     "BREAKER_FAILURE_THRESHOLD": 5,
@@ -102,7 +122,7 @@ DEFAULTS: dict[str, Any] = {
     "DEMO_TASK_STEP_INTERVAL": 1.0,
 }
 
-IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS", "HISTORY_BACKEND"})
+IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS", "HISTORY_BACKEND", "HUB_FILTERS"})
 
 
 class ConduitSettings:
