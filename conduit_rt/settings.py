@@ -49,11 +49,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # django-health-check 4.x: no sub-apps and no settings; its checks are configured on the view
+    # (monitoring/health.py). The app gives the HTML template and ``manage.py health_check``.
+    "health_check",
+    # Request/response and database metrics, exposed next to Conduit RT's own at /metrics.
+    "django_prometheus",
     "hubs",
     "monitoring",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -61,6 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "conduit_rt.urls"
@@ -165,10 +172,15 @@ else:
 # Eager (in the server process) in the embedded mode; a real worker once Redis is there.
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 
-# Retries of acknowledged messages run in ONE layer: Celery beat + workers once there is a real
-# broker, else a loop in the server process (docs/operations.md).
+# Retries of acknowledged messages and the stale-connection cleanup run in ONE layer: Celery
+# beat + workers once there is a real broker, else a loop in the server process
+# (docs/operations.md).
 CONDUIT_RT.setdefault("RETRY_RUNNER", "embedded" if CELERY_TASK_ALWAYS_EAGER else "celery")
-CELERY_BEAT_SCHEDULE = beat_schedule(float(CONDUIT_RT.get("RETRY_INTERVAL", 1.0)))  # type: ignore[arg-type]
+CONDUIT_RT.setdefault("CLEANUP_RUNNER", CONDUIT_RT["RETRY_RUNNER"])
+CELERY_BEAT_SCHEDULE = beat_schedule(
+    float(CONDUIT_RT.get("RETRY_INTERVAL", 1.0)),  # type: ignore[arg-type]
+    cleanup_interval=float(CONDUIT_RT.get("STALE_CLEANUP_INTERVAL", 60.0)),  # type: ignore[arg-type]
+)
 
 CELERY_TASK_DEFAULT_QUEUE = key_prefix
 CELERY_TASK_EAGER_PROPAGATES = True

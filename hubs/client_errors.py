@@ -34,17 +34,29 @@ def too_many_pending(target: str) -> str:
     return f"Failed to invoke '{target}': too many pending invocations."
 
 
-def invocation_failed(target: str, *, hub_error: str | None = None, detail: str | None = None) -> str:
+def invocation_failed(
+    target: str, *, hub_error: str | None = None, detail: str | None = None, error_id: str | None = None
+) -> str:
     text = f"An unexpected error occurred invoking '{target}' on the server."
     if hub_error is not None:
         return f"{text} HubException: {hub_error}"
-    return f"{text} {detail}" if detail else text
+    return _unexpected(text, detail, error_id)
 
 
-def stream_failed(*, hub_error: str | None = None, detail: str | None = None) -> str:
+def stream_failed(
+    *, hub_error: str | None = None, detail: str | None = None, error_id: str | None = None
+) -> str:
     text = "An error occurred on the server while streaming results."
     if hub_error is not None:
         return f"{text} HubException: {hub_error}"
+    return _unexpected(text, detail, error_id)
+
+
+def _unexpected(text: str, detail: str | None, error_id: str | None) -> str:
+    """The generic text, then the error id the server log names (``UnexpectedError``), then the
+    exception's type and text (only with ``ENABLE_DETAILED_ERRORS``)."""
+    if error_id:
+        text = f"{text} Error id: {error_id}."
     return f"{text} {detail}" if detail else text
 
 

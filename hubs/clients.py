@@ -26,6 +26,7 @@ from .conf import conduit_settings
 from .delivery import acked
 from .delivery.breaker import get_breaker
 from .delivery.history import Position, get_history
+from .delivery_metrics import record_failure
 from .fanout import group_send
 from .metrics import hub_metrics
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
@@ -103,6 +104,7 @@ class ClientProxy:
             await get_breaker().call(lambda: self._publish(layer, plain))
         except Exception as exc:
             hub_metrics().unavailable.labels(hub=self._hub_name, method=method).inc()
+            record_failure(self._hub_name, method, "unavailable")
             raise acked.DeliveryUnavailable(f"{method} could not be sent: {exc}") from exc
         return plain.message_id
 

@@ -92,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between two stale-connection cleanups.
     "STALE_CLEANUP_INTERVAL": 60.0,
     # Who runs the cleanup: "embedded" (a loop in each server process) or "celery" (the beat
-    # task hubs.cleanup_stale_connections on a worker).
+    # task monitoring.cleanup_stale_connections on a worker).
     "CLEANUP_RUNNER": "embedded",
     # Hub filters, outermost first (dotted paths to classes): each wraps every hub method
     # invocation, like middleware wraps a view.

@@ -27,5 +27,19 @@ class InvalidArguments(HubError):
     """The arguments of an invocation are of the wrong type or shape."""
 
 
+class UnexpectedError(HubError):
+    """An unexpected exception, already logged, that the client hears about by its error id only.
+
+    Raise it ``from`` the original exception (``monitoring.diagnostics.DiagnosticFilter`` does):
+    the hub then answers the caller with its generic error plus ``Error id: <error_id>.`` (and the
+    original's type and text with ``ENABLE_DETAILED_ERRORS``), counts the invocation with outcome
+    ``error``, and does not log it again.
+    """
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"An unexpected error occurred on the server. Error id: {error_id}.")
+        self.error_id = error_id
+
+
 # The name SignalR users look for.
 HubException = HubError

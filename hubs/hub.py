@@ -36,6 +36,10 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 
+from monitoring.records import ConnectionRecord
+from monitoring.runner import ensure_cleanup_runner
+from monitoring.tally import process_identity
+
 from . import client_errors, connections
 from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_token
 from .clients import HubClients
@@ -47,8 +51,10 @@ from .delivery.members import get_members
 from .delivery.pending import get_pending
 from .delivery.retry import adopt_and_redeliver
 from .delivery.runner import ensure_embedded_runner
-from .errors import HubDenied, HubError, InvalidArguments
+from .delivery_metrics import record_delivery
+from .errors import HubDenied, HubError, InvalidArguments, UnexpectedError
 from .fanout import local_router
+from .filters import HubInvocation, get_chain
 from .methods import MethodSpec, collect_methods, hub_method
 from .metrics import hub_metrics
 from .naming import (
@@ -399,6 +405,7 @@ class Hub(AsyncConsumer):
             connection_id = connections.new_connection_id()
 
         client = self.scope.get("client")
+        now = datetime.now(UTC)
         self.clients = HubClients(
             hub_name=self.get_hub_name(),
             namespace=self.get_group_namespace(),
@@ -412,7 +419,8 @@ class Hub(AsyncConsumer):
             user=user,
             remote_address=client[0] if client else None,
             user_agent=header.get(b"x-signalr-user-agent") or header.get(b"user-agent"),
-            connected_at=datetime.now(UTC),
+            connected_at=now,
+            last_activity=now.timestamp(),
         )
 
     async def _adopt_pending(self, user_id: str) -> None:
@@ -496,6 +504,7 @@ class Hub(AsyncConsumer):
         self._spawn(self._invocation_worker())
         self._spawn(self._keep_alive())
         ensure_embedded_runner()
+        ensure_cleanup_runner()
         if self.context.user_id is not None:
             self._spawn(self._adopt_pending(self.context.user_id))
         if rest:
@@ -519,6 +528,10 @@ class Hub(AsyncConsumer):
                 return
 
     async def _handle_message(self, msg: HubMessage) -> None:
+        if not isinstance(msg, PingMessage):
+            assert self.context is not None
+            self.context.messages_in += 1
+            self.context.last_activity = time.time()
         if isinstance(msg, StreamInvocationMessage):
             await self._start_stream(msg)
         elif isinstance(msg, InvocationMessage):
@@ -574,28 +587,69 @@ class Hub(AsyncConsumer):
             hub_metrics().invocations.labels(hub=hub, method="unknown", outcome="rejected").inc()
             await self._complete(msg, error=error)
             return
-        method = getattr(self, spec.attribute)
+        started = time.perf_counter()
         try:
-            if spec.is_async:
-                result = await method(*msg.arguments)
+            chain = get_chain()  # HUB_FILTERS composed once per process; None without filters
+            if chain is not None:
+                result = await chain(self._hub_invocation(msg, spec))
+            elif spec.is_async:
+                result = await getattr(self, spec.attribute)(*msg.arguments)
             else:
-                result = await database_sync_to_async(method)(*msg.arguments)
+                result = await database_sync_to_async(getattr(self, spec.attribute))(*msg.arguments)
+        except UnexpectedError as exc:  # a filter logged it under an error id: no second log line
+            self._count_invocation(hub, spec.wire_name, "error", started)
+            error = client_errors.invocation_failed(
+                msg.target, detail=self._cause_detail(exc), error_id=exc.error_id
+            )
+            await self._complete(msg, error=error)
+            return
         except HubError as exc:
-            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="hub_error").inc()
+            self._count_invocation(hub, spec.wire_name, "hub_error", started)
             await self._complete(
                 msg, error=client_errors.invocation_failed(msg.target, hub_error=exc.message)
             )
             return
         except Exception as exc:
             logger.exception("%s: hub method %s raised.", hub, spec.wire_name)
-            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome="error").inc()
+            self._count_invocation(hub, spec.wire_name, "error", started)
             detail = self._detail(exc)
             await self._complete(msg, error=client_errors.invocation_failed(msg.target, detail=detail))
             return
-        metrics = hub_metrics()
-        metrics.child(metrics.invocations, hub, spec.wire_name, "ok").inc()
+        self._count_invocation(hub, spec.wire_name, "ok", started)
         if msg.invocation_id:
             await self._write(CompletionMessage.with_result(msg.invocation_id, to_wire(result)))
+
+    def _hub_invocation(
+        self, msg: InvocationMessage | StreamInvocationMessage, spec: MethodSpec
+    ) -> HubInvocation:
+        """What the filters see of an invocation (``hubs.filters``)."""
+        assert self.context is not None
+        return HubInvocation(
+            self,
+            self.get_hub_name(),
+            self.context,
+            spec.wire_name,
+            msg.arguments,
+            msg.invocation_id,
+            spec,
+            msg.headers,
+            spec.streaming,
+        )
+
+    @staticmethod
+    def _count_invocation(hub: str, method: str, outcome: str, started: float) -> None:
+        """Count a finished invocation and observe its duration since ``started``
+        (``time.perf_counter``). Cached label children: this runs for every ack."""
+        metrics = hub_metrics()
+        metrics.child(metrics.invocations, hub, method, outcome).inc()
+        metrics.child(metrics.invocation_duration, hub, method, outcome).observe(
+            time.perf_counter() - started
+        )
+
+    def _cause_detail(self, exc: UnexpectedError) -> str | None:
+        """``_detail`` of the exception an ``UnexpectedError`` was raised from."""
+        cause = exc.__cause__
+        return self._detail(cause) if isinstance(cause, Exception) else None
 
     @staticmethod
     def _detail(exc: Exception) -> str | None:
@@ -625,19 +679,30 @@ class Hub(AsyncConsumer):
     async def _run_stream(self, msg: StreamInvocationMessage, spec: MethodSpec) -> None:
         invocation_id, hub = msg.invocation_id, self.get_hub_name()
         outcome = "ok"
+        started = time.perf_counter()
         try:
-            stream = getattr(self, spec.attribute)(*msg.arguments)
+            chain = get_chain()  # filters wrap the call that makes the stream (and may wrap it)
+            if chain is None:
+                stream = getattr(self, spec.attribute)(*msg.arguments)
+            else:
+                stream = await chain(self._hub_invocation(msg, spec))
             try:
                 async for item in stream:
                     await self._write(StreamItemMessage(invocation_id, to_wire(item)))
             finally:
-                await stream.aclose()
+                aclose = getattr(stream, "aclose", None)  # a filter's wrapper may be a plain iterator
+                if aclose is not None:
+                    await aclose()
             await self._write(CompletionMessage.empty(invocation_id))
         except asyncio.CancelledError:
             if invocation_id not in self._client_cancelled:
                 raise  # the connection is going away: nothing more to send
             # The client cancelled: not an error, but the invocation still gets its Completion.
             await self._write(CompletionMessage.empty(invocation_id))
+        except UnexpectedError as exc:  # a filter logged it under an error id: no second log line
+            outcome = "error"
+            error = client_errors.stream_failed(detail=self._cause_detail(exc), error_id=exc.error_id)
+            await self._write(CompletionMessage.with_error(invocation_id, error))
         except HubError as exc:
             outcome = "hub_error"
             error = client_errors.stream_failed(hub_error=exc.message)
@@ -650,7 +715,7 @@ class Hub(AsyncConsumer):
         finally:
             self._streams.pop(invocation_id, None)
             self._client_cancelled.discard(invocation_id)
-            hub_metrics().invocations.labels(hub=hub, method=spec.wire_name, outcome=outcome).inc()
+            self._count_invocation(hub, spec.wire_name, outcome, started)
 
     # ----------------------------------------------------------------------------- keep-alive
 
@@ -676,8 +741,12 @@ class Hub(AsyncConsumer):
     # ----------------------------------------------------------------------------- layer events
 
     async def conduit_deliver(self, message: dict[str, Any]) -> None:
-        """A server event from the channel layer: write this protocol's pre-encoded record."""
-        if not self._established or self._closed or self.protocol is None:
+        """A server event from the channel layer: write this protocol's pre-encoded record.
+
+        Delivered from the moment the connection joined its groups (right after the handshake
+        answer), also while ``on_connection_established`` runs, as ASP.NET does.
+        """
+        if self._closed or self.protocol is None:
             return
         if self._held is not None:  # a resume is replaying history: live events wait behind it
             self._held.append(message)
@@ -692,6 +761,8 @@ class Hub(AsyncConsumer):
             return
         assert self.protocol is not None
         await self._send_frame(message["records"][self.protocol.name])
+        self._count_out(1)
+        record_delivery(self.get_hub_name(), message)
 
     def _first_time(self, message_id: str | None) -> bool:
         """Record ``message_id`` as sent; False if it already was (one event sent to several of a
@@ -740,12 +811,12 @@ class Hub(AsyncConsumer):
 
     async def conduit_group_add(self, message: dict[str, Any]) -> None:
         """Join a group on request of code outside this connection (``HubContext.groups``)."""
-        if self._established and not self._closed:
+        if self.protocol is not None and not self._closed:
             await self._join_group(message["group"], dict(message.get("metadata") or {}))
 
     async def conduit_group_discard(self, message: dict[str, Any]) -> None:
         """Leave a group on request of code outside this connection."""
-        if self._established and not self._closed:
+        if self.protocol is not None and not self._closed:
             await self._leave_group(message["group"])
 
     async def conduit_close(self, message: dict[str, Any]) -> None:
@@ -775,6 +846,7 @@ class Hub(AsyncConsumer):
         await local_router(self.channel_layer_alias).add(channel, self)
         self.context.groups[group] = metadata
         await self._record_members("add", [channel])
+        await self._presence("refresh")
 
     async def _leave_group(self, group: str) -> None:
         assert self.context is not None
@@ -782,6 +854,7 @@ class Hub(AsyncConsumer):
         await local_router(self.channel_layer_alias).discard(channel, self)
         self.context.groups.pop(group, None)
         await self._record_members("remove", [channel])
+        await self._presence("refresh")
 
     async def _record_members(
         self, action: str, channels: list[str], *, user_id: str | None = None, forget_user: bool = False
@@ -803,15 +876,19 @@ class Hub(AsyncConsumer):
             hub_metrics().errors.labels(where="members").inc()
 
     async def _presence(self, action: str) -> None:
-        """Take or end this connection's presence lease (``hubs.presence``); a failure is logged
-        and counted, the connection carries on (the lease only matters for redelivery)."""
+        """Take, refresh or end this connection's presence lease and monitor record
+        (``hubs.presence``); a failure is logged and counted, the connection carries on (the
+        lease matters for redelivery, the record for the monitor)."""
         assert self.context is not None
         connections = local_connections()
         try:
             if action == "register":
-                await connections.register(self.context.connection_id)
+                await connections.register(self.context.connection_id, self)
+            elif action == "refresh":
+                if self._system_groups and not self._closed:
+                    await connections.refresh(self)
             else:
-                await connections.unregister(self.context.connection_id)
+                await connections.unregister(self.context.connection_id, self.get_hub_name())
         except Exception:
             logger.exception("%s: could not %s the connection's presence.", self.get_hub_name(), action)
             hub_metrics().errors.labels(where="presence").inc()
@@ -833,10 +910,44 @@ class Hub(AsyncConsumer):
             return
         data = self.protocol.encode_many(messages)
         await self._send_frame(data.decode("utf-8") if self.protocol.transfer_format == "Text" else data)
+        self._count_out(sum(1 for m in messages if not isinstance(m, PingMessage)))
 
     async def _write_outbound(self, outbound: Outbound) -> None:
         if self.protocol is not None:
             await self._send_frame(outbound.records[self.protocol.name])
+            self._count_out(1)
+
+    def _count_out(self, count: int) -> None:
+        """Count hub messages sent (pings excluded) for the connection monitor."""
+        if count and self.context is not None:
+            self.context.messages_out += count
+            self.context.last_activity = time.time()
+
+    def monitor_record(self) -> ConnectionRecord:
+        """This connection as the connection monitor shows it (``monitoring.monitor``); called
+        when it opens, joins or leaves a group, and every ``PRESENCE_TTL / 3`` seconds."""
+        assert self.context is not None
+        context = self.context
+        user = context.user
+        return ConnectionRecord(
+            connection_id=context.connection_id,
+            hub=context.hub,
+            server_id=process_identity().server_id,
+            user_id=context.user_id,
+            username=user.get_username() if context.user_id is not None else None,
+            remote_address=context.remote_address,
+            protocol=context.protocol,
+            user_agent=context.user_agent,
+            connected_at=context.connected_at.timestamp(),
+            last_activity=context.last_activity,
+            messages_in=context.messages_in,
+            messages_out=context.messages_out,
+            ping_latency_ms=context.ping_latency_ms,
+            groups=dict(context.groups),
+            channels=self._system_groups
+            + [group_channel(self.get_group_namespace(), g) for g in context.groups],
+            layer_alias=self.channel_layer_alias,
+        )
 
     # ----------------------------------------------------------------------------- closing
 

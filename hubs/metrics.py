@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 
 class HubMetrics:
@@ -21,6 +21,13 @@ class HubMetrics:
             "conduit_hub_invocations_total",
             "Hub method invocations by outcome (ok, hub_error, error, rejected).",
             ["hub", "method", "outcome"],
+        )
+        self.invocation_duration = Histogram(
+            "conduit_hub_invocation_duration_seconds",
+            "Seconds a hub method invocation took, filters included (streams: until the stream "
+            "ended), by outcome (ok, hub_error, error). Rejected invocations never run: not here.",
+            ["hub", "method", "outcome"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
         self.errors = Counter(
             "conduit_errors_total",
@@ -64,6 +71,31 @@ class HubMetrics:
         )
         self.retry_passes = Counter(
             "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
+        )
+        # Messages reaching clients, and messages that did not. ``method`` is a server event name.
+        self.delivered = Counter(
+            "conduit_messages_delivered_total",
+            "Server messages written to a client connection.",
+            ["hub", "method"],
+        )
+        self.failed = Counter(
+            "conduit_messages_failed_total",
+            "Server messages that did not reach their recipients, by reason (unavailable: the "
+            "channel layer refused a fire-and-forget send; dead_letter: an acknowledged message "
+            "gave up on a recipient).",
+            ["hub", "method", "reason"],
+        )
+        self.stale_cleaned = Counter(
+            "conduit_stale_connections_cleaned_total",
+            "Connections the stale cleanup handled, by reason (expired: its process stopped "
+            "renewing its lease, state removed; idle: no hub message for STALE_THRESHOLD, closed).",
+            ["hub", "reason"],
+        )
+        self.delivery_duration = Histogram(
+            "conduit_message_delivery_duration_seconds",
+            "Seconds from a message's publish to its write on a client connection.",
+            ["hub"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
 
     def child(self, metric: Any, *values: str) -> Any:

@@ -7,6 +7,7 @@ encoding anything (fan-out costs no per-connection serialisation).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,13 @@ class Outbound:
         ``redeliver`` marks a retry of an unacknowledged message: the consumer sends it even
         though it already sent that message id (its duplicate filter is for fan-out overlaps).
         """
-        message: dict[str, Any] = {"type": DELIVER, "id": self.message_id, "records": self.records}
+        message: dict[str, Any] = {
+            "type": DELIVER,
+            "id": self.message_id,
+            "method": self.method,
+            "sent": time.time(),  # the delivery-duration histogram starts here
+            "records": self.records,
+        }
         if exclude:
             message["exclude"] = list(exclude)
         if redeliver:

@@ -1,10 +1,19 @@
-"""Presence leases of this server's connections, renewed together by one task per event loop.
+"""Presence of this server's connections: leases and monitor records, renewed by one task per loop.
 
-A hub connection registers when its handshake succeeds and unregisters when it closes. While any
-are registered, a task renews all their leases in one call every ``PRESENCE_TTL / 3`` seconds
-(``hubs.delivery.members``: Redis keys with an expiry, or memory). A process that dies stops
-renewing, so its connections stop counting as alive after ``PRESENCE_TTL``: reconnect
-redelivery and the retry pass then move what they owe to the user's new connection.
+A hub connection registers when its handshake succeeds and unregisters when it closes. While the
+loop serves connections, a task renews every ``PRESENCE_TTL / 3`` seconds, for all of them at
+once:
+
+- their presence leases (``hubs.delivery.members``: who may receive acknowledged messages);
+- their connection-monitor records (``monitoring.monitor``: who is connected, with their counts
+  and groups), which carry the same lease;
+- this process's own record (connection count, breaker state), and the messages it delivered
+  and failed since the last round (the dashboard's per-minute figures).
+
+The task ends when the last connection closes, after one last round.
+A process that dies stops renewing, so its connections stop counting as alive after
+``PRESENCE_TTL``: reconnect redelivery and the retry pass move what they owe to the user's new
+connection, and the stale cleanup removes what they left behind.
 """
 
 from __future__ import annotations
@@ -12,57 +21,119 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
+from typing import TYPE_CHECKING, Protocol
+
+from monitoring.monitor import flush_tally, get_monitor
+from monitoring.records import ConnectionRecord, ServerRecord
+from monitoring.tally import process_identity
 
 from .conf import conduit_settings
+from .delivery.breaker import get_breaker
 from .delivery.members import get_members
 from .metrics import hub_metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
 
+class Monitored(Protocol):
+    """A connection as the presence loop sees it (a ``Hub`` once its handshake succeeded)."""
+
+    def monitor_record(self) -> ConnectionRecord:
+        """The connection's current monitor record."""
+        ...
+
+
+def _ttl() -> float:
+    return float(conduit_settings.PRESENCE_TTL)
+
+
 class LocalConnections:
-    """The connections of one event loop (one server process) and their lease renewal task."""
+    """The connections of one event loop (one server process) and their renewal task."""
 
     def __init__(self) -> None:
-        self.connection_ids: set[str] = set()
+        self.connections: dict[str, Monitored] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
-    async def register(self, connection_id: str) -> None:
-        """Record the connection and take its lease now (before it can be counted as gone)."""
-        self.connection_ids.add(connection_id)
-        await get_members().touch([connection_id], float(conduit_settings.PRESENCE_TTL))
+    @property
+    def connection_ids(self) -> set[str]:
+        return set(self.connections)
+
+    async def register(self, connection_id: str, connection: Monitored) -> None:
+        """Record the connection, take its lease and write its monitor record now."""
+        self.connections[connection_id] = connection
+        await self._renew_some([connection_id], [connection.monitor_record()])
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._renew(), name="conduit-presence")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-presence")
+
+    async def refresh(self, connection: Monitored) -> None:
+        """Write the connection's monitor record now (it joined or left a group)."""
+        await get_monitor().upsert([connection.monitor_record()], _ttl())
 
     def forget(self, connection_id: str) -> None:
         """Stop renewing the connection's lease (synchronous: the first thing a closing
         connection does, so a teardown cut short can never leave a lease renewed forever)."""
-        self.connection_ids.discard(connection_id)
-        if not self.connection_ids:
-            self._wake.set()  # the renewal task ends instead of sleeping on
+        self.connections.pop(connection_id, None)
+        if not self.connections:
+            self._wake.set()  # the renewal task reports once more and ends
 
-    async def unregister(self, connection_id: str) -> None:
-        """Forget the connection and end its lease now."""
+    async def unregister(self, connection_id: str, hub: str) -> None:
+        """Forget the connection, end its lease and remove its monitor record now."""
         self.forget(connection_id)
-        await get_members().vanish(connection_id)
+        await asyncio.gather(get_members().vanish(connection_id), get_monitor().remove(connection_id, hub))
 
-    async def _renew(self) -> None:
-        while self.connection_ids:
-            ttl = float(conduit_settings.PRESENCE_TTL)
-            self._wake.clear()
+    async def _renew_some(self, connection_ids: Iterable[str], records: list[ConnectionRecord]) -> None:
+        ttl = _ttl()
+        await asyncio.gather(get_members().touch(connection_ids, ttl), get_monitor().upsert(records, ttl))
+
+    async def _run(self) -> None:
+        """Sleep a third of the lease, then renew, while the loop serves connections; one last
+        round when the last one closed (its delivery counts), then end."""
+        while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), ttl / 3)
-            if not self.connection_ids:
+                await asyncio.wait_for(self._wake.wait(), _ttl() / 3)
+            self._wake.clear()
+            await self.renew()
+            if not self.connections:
                 return
-            try:
-                await get_members().touch(list(self.connection_ids), ttl)
-            except Exception:
-                logger.exception(
-                    "Could not renew the presence of %d connection(s).", len(self.connection_ids)
-                )
-                hub_metrics().errors.labels(where="presence").inc()
+
+    async def renew(self) -> None:
+        """One round: every lease and record, this process's record, the delivery counts."""
+        connections = list(self.connections.items())
+        try:
+            await self._renew_some([c for c, _ in connections], [c.monitor_record() for _, c in connections])
+        except Exception:
+            logger.exception("Could not renew the presence of %d connection(s).", len(connections))
+            hub_metrics().errors.labels(where="presence").inc()
+        await report_process(len(connections))
+
+
+async def report_process(connections: int) -> None:
+    """Write this process's record and hand its delivery counts to the per-minute figures; a
+    failure is logged and counted (the counts are kept for the next round)."""
+    identity = process_identity()
+    try:
+        await get_monitor().server_heartbeat(
+            ServerRecord(
+                server_id=identity.server_id,
+                host=identity.host,
+                pid=identity.pid,
+                started_at=identity.started_at,
+                last_seen=time.time(),
+                connections=connections,
+                breaker_state=get_breaker().state.value,
+            ),
+            _ttl(),
+        )
+        await flush_tally()
+    except Exception:
+        logger.exception("Could not report this process to the connection monitor.")
+        hub_metrics().errors.labels(where="monitor_report").inc()
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalConnections] = weakref.WeakKeyDictionary()

@@ -22,6 +22,10 @@ from .task_events import task_snapshot
 TASK_NOT_FOUND = "Task not found."
 
 
+#: The largest round trip a client may report with ``Ping(latencyMs)`` (ten minutes).
+MAX_REPORTED_LATENCY_MS = 600_000
+
+
 class TaskHubBase(SecureHub):
     """Subscribe/unsubscribe to owned tasks, and Ping."""
 
@@ -73,8 +77,21 @@ class TaskHubBase(SecureHub):
         await self.groups.discard(task_group(self._parse_id(task_id)))
 
     @hub_method
-    async def ping(self) -> dict[str, str]:
-        """Answer at once; clients time the round trip to judge the connection's quality."""
+    async def ping(self, latency_ms: object = None) -> dict[str, str]:
+        """Answer at once; clients time the round trip to judge the connection's quality.
+
+        A client may pass the round trip it measured for its previous ping, in milliseconds
+        (``Ping(latencyMs)``, as the JS helper does): the connection monitor shows it.
+        """
+        if latency_ms is not None:
+            if (
+                isinstance(latency_ms, bool)
+                or not isinstance(latency_ms, int | float)
+                or not 0 <= latency_ms <= MAX_REPORTED_LATENCY_MS
+            ):
+                raise HubError(f"latencyMs must be a number from 0 to {MAX_REPORTED_LATENCY_MS}.")
+            assert self.context is not None
+            self.context.ping_latency_ms = float(latency_ms)
         return {"pong": "ok", "serverTime": utc_timestamp()}
 
     @staticmethod

@@ -25,6 +25,7 @@ from django.conf import settings
 from . import task_events
 from .conf import conduit_settings
 from .loop_thread import loop_thread
+from .metrics import hub_metrics
 from .models import Task
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def deliver_due() -> dict[str, Any]:
         logger.warning("hubs.deliver_due ran but RETRY_RUNNER is %r: skipped.", conduit_settings.RETRY_RUNNER)
         return {"skipped": True}
     result = loop_thread().run(run_pass(), timeout=max(60.0, float(conduit_settings.ACK_TIMEOUT)))
+    _flush_counts()
     if result.published or result.resent or result.dead_lettered:
         logger.info(
             "Retry pass: %d published, %d resent, %d dead-lettered.",
@@ -78,6 +80,18 @@ def deliver_due() -> dict[str, Any]:
             result.dead_lettered,
         )
     return asdict(result)
+
+
+def _flush_counts() -> None:
+    """Hand the dead letters this worker counted to the dashboard's per-minute figures (a server
+    does it in its presence loop; a worker has none)."""
+    from monitoring.monitor import flush_tally
+
+    try:
+        loop_thread().run(flush_tally(), timeout=10.0)
+    except Exception:
+        logger.exception("Could not hand this worker's delivery counts to the connection monitor.")
+        hub_metrics().errors.labels(where="monitor_report").inc()
 
 
 @shared_task(name="hubs.apply_delivery_retention", acks_late=True, ignore_result=True)

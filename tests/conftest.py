@@ -151,6 +151,7 @@ def no_embedded_retry_runner(monkeypatch):
     """Communicator tests run retry passes themselves, at times they choose; the embedded runner
     (one loop per server) is tested on its own in tests/integration/test_acked_delivery.py."""
     monkeypatch.setattr("hubs.hub.ensure_embedded_runner", lambda: False)
+    monkeypatch.setattr("hubs.hub.ensure_cleanup_runner", lambda: False)
 
 
 @pytest.fixture
@@ -158,8 +159,9 @@ def fresh_delivery_stores(monkeypatch):
     """Empty delivery stores and breakers for one test: built again from the settings in force,
     so entries other tests left in the process's memory stay out; forgotten again afterwards."""
     from hubs.delivery import breaker, history, members, pending
+    from monitoring.monitor import get_monitor
 
-    stores = (pending.get_pending, members.get_members, history.get_history)
+    stores = (pending.get_pending, members.get_members, history.get_history, get_monitor)
     for store in stores:
         store.reset()
     monkeypatch.setattr(breaker, "_breakers", {})

@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
+from ..delivery_metrics import record_failure
 from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
@@ -56,6 +57,7 @@ async def dead_letter(entry: PendingEntry, message: Any, *, reason: str, error: 
     await database_sync_to_async(create)()  # first: a crash here leaves the entry pending, not lost
     await get_pending().drop(entry)
     hub_metrics().dead_letters.labels(hub=message.hub, method=message.method, reason=reason).inc()
+    record_failure(message.hub, message.method, "dead_letter")
     logger.warning(
         "Message %s (%s) to %s is a dead letter after %d attempt(s): %s",
         message.id,

@@ -69,6 +69,8 @@ async def test_wrong_argument_count_gets_a_clear_error(hub_client):
     assert "target expects 1 to 2" in done.error
 
 
+# The hub alone; the default filter (DiagnosticFilter) adds an error id: tests/integration/test_hub_filters.py
+@override_settings(CONDUIT_RT={"HUB_FILTERS": []})
 async def test_hub_errors_are_shown_and_other_errors_hidden(hub_client):
     client = await hub_client(ECHO)
     shown = await client.invoke("Fail", True)

@@ -1,4 +1,4 @@
-"""Fixtures of the delivery-store tests: a fresh Redis key prefix, cleaned up afterwards."""
+"""Fixtures of the store tests (delivery, monitor): a fresh Redis key prefix, cleaned up afterwards."""
 
 from __future__ import annotations
 
