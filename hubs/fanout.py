@@ -26,6 +26,10 @@ from .metrics import hub_metrics
 
 logger = logging.getLogger(__name__)
 
+#: Prefix of each process's channel. channels-redis serialises receives per prefix, so anything
+#: else that receives on this layer in the process (the health check's round trip) uses it too.
+PROCESS_CHANNEL_PREFIX = "conduit.process."
+
 #: The key naming the Channels group a layer message was sent to (the router's address book).
 ROUTE_KEY = "conduit_group"
 #: Seconds between two re-joins of every group (channels-redis expires memberships after a day).
@@ -93,7 +97,7 @@ class LocalRouter:
 
     async def _channel(self) -> str:
         if self.channel_name is None or self._task is None or self._task.done():
-            self.channel_name = await self.layer.new_channel(prefix="conduit.process.")
+            self.channel_name = await self.layer.new_channel(prefix=PROCESS_CHANNEL_PREFIX)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-fanout")
             if self.groups:  # a loop that ended under live members: they move to the new channel
                 await self._rejoin(self.channel_name)

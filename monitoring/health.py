@@ -44,6 +44,7 @@ from health_check.exceptions import ServiceUnavailable, ServiceWarning
 from health_check.views import HealthCheckView, MediaType
 
 from hubs.conf import conduit_settings
+from hubs.fanout import PROCESS_CHANNEL_PREFIX
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -58,7 +59,7 @@ T = TypeVar("T")
 #: channels-redis reads the process-specific channels of one prefix from one Redis list, under one
 #: lock per layer. With another prefix the probe would wait for the router's blocking read
 #: (5 s) to give the lock back; with the same one, whoever reads hands the probe its message.
-ROUND_TRIP_PREFIX = "conduit.process."
+ROUND_TRIP_PREFIX = PROCESS_CHANNEL_PREFIX
 
 
 class Status(enum.StrEnum):
