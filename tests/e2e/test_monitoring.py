@@ -151,3 +151,15 @@ def test_the_cleanup_closes_a_real_idle_client(make_site, clients):
         assert scrape(server)['conduit_stale_connections_cleaned_total{hub="tasks",reason="idle"}'] >= 1
     finally:
         site.close()
+
+
+def test_a_celery_workers_counters_show_in_a_servers_metrics(two_servers):
+    """Retry passes run on a Celery worker (RETRY_RUNNER=celery with a real broker): their counter
+    is counted in the worker process and shows in daphne's /metrics through the shared
+    multiprocess directory. Neither daphne runs a pass, so nothing else could count them."""
+    site, first, _ = two_servers
+    passes = 'conduit_retry_passes_total{outcome="ok"}'
+    assert scrape(first).get(passes, 0.0) == 0
+    site.celery_worker()
+    site.celery_beat()
+    wait_metric(first, passes, lambda v: v >= 2, timeout=30)
