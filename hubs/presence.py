@@ -59,6 +59,10 @@ class LocalConnections:
         self.connections: dict[str, Monitored] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Connection ids the renewal round in flight is writing, and those of them that closed
+        # meanwhile: the round may write their lease and record after their close removed them.
+        self._renewing: set[str] = set()
+        self._closed_while_renewing: dict[str, str] = {}
 
     @property
     def connection_ids(self) -> set[str]:
@@ -85,6 +89,8 @@ class LocalConnections:
     async def unregister(self, connection_id: str, hub: str) -> None:
         """Forget the connection, end its lease and remove its monitor record now."""
         self.forget(connection_id)
+        if connection_id in self._renewing:
+            self._closed_while_renewing[connection_id] = hub
         await asyncio.gather(get_members().vanish(connection_id), get_monitor().remove(connection_id, hub))
 
     async def _renew_some(self, connection_ids: Iterable[str], records: list[ConnectionRecord]) -> None:
@@ -105,12 +111,25 @@ class LocalConnections:
     async def renew(self) -> None:
         """One round: every lease and record, this process's record, the delivery counts."""
         connections = list(self.connections.items())
+        self._renewing = {c for c, _ in connections}
         try:
             await self._renew_some([c for c, _ in connections], [c.monitor_record() for _, c in connections])
         except Exception:
             logger.exception("Could not renew the presence of %d connection(s).", len(connections))
             hub_metrics().errors.labels(where="presence").inc()
-        await report_process(len(connections))
+        finally:
+            self._renewing = set()
+            closed, self._closed_while_renewing = self._closed_while_renewing, {}
+        if closed:  # the round may have written them back after their close removed them
+            try:
+                await asyncio.gather(
+                    *(get_members().vanish(c) for c in closed),
+                    *(get_monitor().remove(c, hub) for c, hub in closed.items()),
+                )
+            except Exception:
+                logger.exception("Could not remove %d closed connection(s) again.", len(closed))
+                hub_metrics().errors.labels(where="presence").inc()
+        await report_process(len(self.connections))
 
 
 async def report_process(connections: int) -> None:
