@@ -13,11 +13,18 @@ from typing import Any
 
 
 class PerLoopRedis:
-    """Hands out the running loop's ``redis.asyncio.Redis`` for one URL."""
+    """Hands out the running loop's ``redis.asyncio.Redis`` for one URL.
 
-    def __init__(self, url: str, *, socket_timeout: float = 5.0) -> None:
+    Each client's pool is capped at ``max_connections``, and a caller past the cap waits (up to
+    ``socket_timeout``) for a connection instead of opening another: a burst of a thousand
+    disconnects would otherwise open a connection per concurrent call and keep them all
+    (redis-py 7's pools are unbounded and never shrink; redis-py 8's raise past 100).
+    """
+
+    def __init__(self, url: str, *, socket_timeout: float = 5.0, max_connections: int = 50) -> None:
         self.url = url
         self.socket_timeout = socket_timeout
+        self.max_connections = max_connections
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def client(self) -> Any:
@@ -26,9 +33,14 @@ class PerLoopRedis:
         loop = asyncio.get_running_loop()
         found = self._clients.get(loop)
         if found is None:
-            found = aioredis.Redis.from_url(
-                self.url, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=self.socket_timeout,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
             )
+            found = aioredis.Redis.from_pool(pool)
             self._clients[loop] = found
         return found
 
