@@ -5,15 +5,19 @@
   clients; counters are summed over both processes (multiprocess mode); SIGKILL one server and
   its connections leave the figures within the lease time, and the cleanup removes their state.
 - A real idle client is closed by the stale cleanup: it sees the close, the figures drop.
+- Without a cleanup, idle clients make /health/ degraded.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +167,38 @@ def test_a_celery_workers_counters_show_in_a_servers_metrics(two_servers):
     site.celery_worker()
     site.celery_beat()
     wait_metric(first, passes, lambda v: v >= 2, timeout=30)
+
+
+def health(server: Server, timeout: float = 10) -> tuple[int, dict[str, Any]]:
+    """``GET /health/`` → (HTTP status, JSON body), 503 included."""
+    try:
+        with urllib.request.urlopen(server.url + "/health/", timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_health_is_degraded_while_most_connections_are_stale(make_site, clients):
+    """No cleanup runs here, so a real idle client stays stale: past STALE_THRESHOLD the stale
+    share (1 of 1) is over HEALTH_STALE_RATIO and /health/ says degraded, with HTTP 200."""
+    site = make_site(
+        CONDUIT_RT_PRESENCE_TTL=str(PRESENCE_TTL),
+        CONDUIT_RT_CLEANUP_RUNNER="none",
+        CONDUIT_RT_STALE_THRESHOLD="2",
+    )
+    try:
+        server = site.server()
+        connect(server, site.token("alice"), 1, clients)
+        wait_metric(server, ACTIVE, lambda v: v == 1, timeout=10)
+        code, body = health(server)
+        assert body["checks"]["stale_connections"]["status"] == "healthy", body
+        deadline = time.monotonic() + 15
+        while body["checks"]["stale_connections"]["status"] != "degraded":
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+            code, body = health(server)
+        assert code == 200
+        assert body["status"] == "degraded"
+        assert scrape(server)['conduit_stale_connections{hub="tasks"}'] == 1
+    finally:
+        site.close()
