@@ -93,7 +93,8 @@ class HubMetrics:
         )
         self.delivery_duration = Histogram(
             "conduit_message_delivery_duration_seconds",
-            "Seconds from a message's publish to its write on a client connection.",
+            "Seconds from a message's publish to its first write to a client connection, "
+            "once per message and serving process.",
             ["hub"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
