@@ -78,6 +78,10 @@ class Site:
     def token(self, username: str) -> str:
         return self.manage("issue_token", username, "--create")
 
+    def shell(self, code: str, timeout: float = 60) -> str:
+        """Run Python ``code`` in ``manage.py shell`` with this site's settings; its stdout."""
+        return self.manage("shell", "-v", "0", "-c", code, timeout=timeout)
+
     def spawn(
         self, argv: list[str], log_name: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[Any]:
@@ -127,6 +131,47 @@ def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, time
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=timeout)
+
+
+class RedisServer:
+    """A redis-server of a test's own on a free port, which the test can stop and start again on
+    the same port. ``append_only``: persisted to an append-only file in ``workdir`` (a restart
+    keeps the data), else nothing persists."""
+
+    def __init__(self, workdir: Path, *, append_only: bool = False) -> None:
+        self.workdir = workdir
+        self.append_only = append_only
+        self.port = free_port()
+        self.process: subprocess.Popen[Any] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.append_only else [
+            "--appendonly", "no"
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+             "--save", "", *persistence],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port, 15, self.process)
+
+    def stop(self) -> None:
+        """Stop it as an operator would (SHUTDOWN writes the append-only file)."""
+        if self.process is None:
+            return
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True, timeout=15, check=False
+        )
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            stop_process(self.process, signal.SIGKILL)
 
 
 class Server:

@@ -30,11 +30,7 @@ def test_staff_sees_clients_disconnects_one_and_requeues_a_dead_letter(make_site
         CONDUIT_RT_PRESENCE_TTL="3",  # the servers report every second
         CONDUIT_RT_NACK_POLICY="dead_letter",
     )
-    site.manage(
-        "shell",
-        "-v",
-        "0",
-        "-c",
+    site.shell(
         "from django.contrib.auth import get_user_model; "
         "get_user_model().objects.create_superuser('staff', 'staff@example.com', 'staff-pw')",
     )
@@ -51,11 +47,7 @@ def test_staff_sees_clients_disconnects_one_and_requeues_a_dead_letter(make_site
         assert client.invoke("SubscribeToTask", task_id)["event"] == "result"
 
     # The completion reaches all three; two acknowledge it, the keeper refuses it: a dead letter.
-    message_id = site.manage(
-        "shell",
-        "-v",
-        "0",
-        "-c",
+    message_id = site.shell(
         f"from hubs import task_events; print(task_events.task_completed('{task_id}'))",
     )
     for client in started:
@@ -131,9 +123,7 @@ def test_staff_sees_clients_disconnects_one_and_requeues_a_dead_letter(make_site
     assert (status["pending"], status["dead_letters"]) == (0, 0)
 
     # The disconnect is in the admin's history, by the staff user.
-    logged = site.manage(
-        "shell", "-v", "0", "-c",
-        "from django.contrib.admin.models import LogEntry; "
+    logged = site.shell("from django.contrib.admin.models import LogEntry; "
         "print(*LogEntry.objects.values_list('user__username', 'object_id', 'change_message').first(), sep='|')",
     )  # fmt: skip
     assert logged == f"staff|{ids[2]}|Disconnected: {ADMIN_CLOSE_ERROR}"

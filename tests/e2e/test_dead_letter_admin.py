@@ -38,19 +38,11 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
     site.celery_worker()
     site.celery_beat()
     token = site.token("alice")
-    site.manage(
-        "shell",
-        "-v",
-        "0",
-        "-c",
+    site.shell(
         "from django.contrib.auth import get_user_model; "
         "get_user_model().objects.create_superuser('staff', 'staff@example.com', 'staff-pw')",
     )
-    task_id = site.manage(
-        "shell",
-        "-v",
-        "0",
-        "-c",
+    task_id = site.shell(
         "from django.contrib.auth import get_user_model; from hubs.models import Task; "
         "print(Task.objects.create(owner=get_user_model().objects.get(username='alice')).pk)",
     )
@@ -60,11 +52,7 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
     client.expect("connected", timeout=15)
     assert client.invoke("SubscribeToTask", task_id)["event"] == "result"
 
-    message_id = site.manage(
-        "shell",
-        "-v",
-        "0",
-        "-c",
+    message_id = site.shell(
         f"from hubs import task_events; print(task_events.task_completed('{task_id}'))",
     )
     arrivals = []

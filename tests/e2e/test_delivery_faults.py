@@ -24,7 +24,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,11 +34,9 @@ from .harness import (
     PYTHON,
     ROOT,
     ClientProcess,
+    RedisServer,
     Server,
     Site,
-    free_port,
-    stop_process,
-    wait_for_port,
 )
 
 pytestmark = pytest.mark.e2e
@@ -48,54 +45,6 @@ CLIENT_COUNT = 20
 MESSAGES = 500
 INTERVAL = 0.02  # between two published events: the run takes about 10 s, faults happen during it
 ARTIFACTS = ROOT / "artifacts"
-
-
-class RedisServer:
-    """A redis-server of this module's own on a free port, persisted to an append-only file."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[Any] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for_port(self.port, 15, self.process)
-
-    def stop(self) -> None:
-        """Stop it as an operator would (SHUTDOWN writes the append-only file)."""
-        if self.process is None:
-            return
-        subprocess.run(
-            ["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True, timeout=15, check=False
-        )
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            stop_process(self.process, signal.SIGKILL)
 
 
 class Deployment:
@@ -126,19 +75,19 @@ class Deployment:
             f"print(AckedMessage.objects.filter(body__taskId='{task_id}', "
             f"published_at__gt=F('created_at') + timedelta(seconds={after})).count())"
         )
-        return int(self.site.manage("shell", "-v", "0", "-c", code))
+        return int(self.site.shell(code))
 
     def new_task(self) -> str:
         code = (
             "from django.contrib.auth import get_user_model; from hubs.models import Task; "
             "print(Task.objects.create(owner=get_user_model().objects.get(username='alice')).pk)"
         )
-        return self.site.manage("shell", "-v", "0", "-c", code)
+        return self.site.shell(code)
 
 
 @pytest.fixture(scope="module")
 def deployment(make_site, postgres_url, tmp_path_factory) -> Iterator[Deployment]:
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis = RedisServer(tmp_path_factory.mktemp("redis"), append_only=True)
     redis.start()
     site = make_site(
         redis=False,

@@ -13,12 +13,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import Server, Site, free_port, stop_process, wait_for_port
+from .harness import RedisServer, Server, Site, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -32,33 +31,6 @@ ALL_CHECKS = {
     "dead_letters",
 }
 HEALTH_TIMEOUT = 2.0  # HEALTH_TIMEOUT's default, which the deployment keeps
-
-
-class RedisServer:
-    """A redis-server on a free port that the test can stop and start again (same port)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[Any] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        wait_for_port(self.port, 15, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
 
 
 class Deployment:

@@ -81,7 +81,7 @@ print(json.dumps(users))
 
 def create_users(site: Site) -> list[dict[str, Any]]:
     """``USERS`` users with ``TASKS_PER_USER`` tasks each and a token, in one management command."""
-    out = site.manage("shell", "-v", "0", "-c", SETUP.format(users=USERS, tasks=TASKS_PER_USER))
+    out = site.shell(SETUP.format(users=USERS, tasks=TASKS_PER_USER))
     return json.loads(out.splitlines()[-1])
 
 

@@ -99,9 +99,7 @@ def test_two_servers_one_picture_and_a_killed_server_drops_out(two_servers, clie
     # group is written to five connections, three by the first server and two by the second.
     delivered = 'conduit_messages_delivered_total{hub="tasks",method="TaskProgress"}'
     before = scrape(first).get(delivered, 0.0)
-    site.manage(
-        "shell",
-        "-c",
+    site.shell(
         f"from hubs import task_events; task_events.task_progress('{task_id}', 40, message='x')",
     )
     for client in on_first + on_second:
