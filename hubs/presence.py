@@ -64,10 +64,6 @@ class LocalConnections:
         self._renewing: set[str] = set()
         self._closed_while_renewing: dict[str, str] = {}
 
-    @property
-    def connection_ids(self) -> set[str]:
-        return set(self.connections)
-
     async def register(self, connection_id: str, connection: Monitored) -> None:
         """Record the connection, take its lease and write its monitor record now."""
         self.connections[connection_id] = connection

@@ -20,7 +20,6 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -142,8 +141,3 @@ def exposition() -> bytes:
         registry.register(_Default())
     registry.register(StateCollector())
     return generate_latest(registry)
-
-
-def registry_value(name: str, labels: dict[str, str] | None = None) -> Any:
-    """A sample of the process's default registry (tests, the dashboard)."""
-    return REGISTRY.get_sample_value(name, labels or {})

@@ -265,7 +265,10 @@ class RedisMonitor:
                 await pipe.execute()
         return found
 
-    async def _by_lease(self, hub: str, low: float | str, high: float | str, limit: int | None = None):
+    async def _by_lease(
+        self, hub: str, low: float | str, high: float | str, limit: int | None = None
+    ) -> list[tuple[bytes | str, float]]:
+        """``(connection id, lease expiry)`` of ``hub``'s connections with a lease in the range."""
         return await self.redis.client().zrangebyscore(
             self._key("leases", hub), low, high, withscores=True, start=0 if limit else None, num=limit
         )
