@@ -14,7 +14,7 @@ from typing import Any
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import WebsocketDenier
-from django.urls import URLPattern, path, re_path
+from django.urls import URLPattern, URLResolver, get_resolver, path, re_path
 from django.utils.module_loading import import_string
 
 from .negotiate import NegotiateView
@@ -46,3 +46,19 @@ def negotiate_urls(hubs: Mapping[str, str | type]) -> list[URLPattern]:
         path(f"{_clean(p)}/negotiate", NegotiateView.as_view(hub_class=_hub_class(h)))
         for p, h in hubs.items()
     ]
+
+
+def routed_hub_names() -> list[str]:
+    """The names of the hubs the root URLconf serves (found by their ``negotiate_urls``), so
+    monitoring can report a hub before its first connection (a gauge of 0, not a missing one)."""
+    names: set[str] = set()
+
+    def walk(patterns: list[Any]) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns)
+            elif getattr(pattern.callback, "view_class", None) is NegotiateView:
+                names.add(pattern.callback.view_initkwargs["hub_class"].get_hub_name())
+
+    walk(get_resolver().url_patterns)
+    return sorted(names)

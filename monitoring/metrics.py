@@ -30,9 +30,10 @@ from prometheus_client.registry import Collector
 from hubs.delivery.breaker import BreakerState, get_breaker
 from hubs.delivery.pending import get_pending
 from hubs.metrics import hub_metrics
+from hubs.routing import routed_hub_names
 
 from .monitor import get_monitor
-from .records import MonitorSummary, ServerRecord
+from .records import HubSummary, MonitorSummary, ServerRecord
 from .tally import process_identity
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ async def read_state() -> SharedState:
     """The monitor's summary and servers, the pending count and the dead-letter count."""
     monitor = get_monitor()
     summary = await monitor.summary()
+    for hub in routed_hub_names():  # served here but never connected to yet: zeros, not gaps
+        summary.hubs.setdefault(hub, HubSummary())
     servers = await monitor.servers()
     pending = await get_pending().count()
     dead_letters = await database_sync_to_async(_count_dead_letters)()

@@ -162,6 +162,10 @@ async def scrape() -> dict[str, float]:
 async def test_metrics_show_connections_deliveries_and_return_to_zero(
     stores, hub_client, alice_token, alice_task
 ):
+    # Before any connection, every routed hub reads 0 (a series, not a gap in the data).
+    found = await scrape()
+    assert found['conduit_active_connections{hub="tasks"}'] == 0
+    assert found['conduit_active_connections{hub="video-generation"}'] == 0
     client = await hub_client("/hubs/tasks", token=alice_token)
     assert (await client.invoke("SubscribeToTask", str(alice_task.id))).error is None
     delivered = 'conduit_messages_delivered_total{hub="tasks",method="TaskProgress"}'
