@@ -54,10 +54,32 @@ class HubGroupManager:
         async_to_sync(self.adiscard)(connection_id, group)
 
     async def _ask(self, connection_id: str, message: dict[str, Any]) -> None:
-        layer = get_channel_layer(self._layer_alias)
-        if layer is None:
-            raise RuntimeError(f"No channel layer is configured under alias {self._layer_alias!r}.")
-        await group_send(layer, connection_channel(connection_id), message)
+        await send_to_connection(self._layer_alias, connection_id, message)
+
+
+async def send_to_connection(layer_alias: str, connection_id: str, message: dict[str, Any]) -> None:
+    """Hand a channel-layer ``message`` to the consumer serving ``connection_id``, in whichever
+    process it runs (through the connection's own group)."""
+    layer = get_channel_layer(layer_alias)
+    if layer is None:
+        raise RuntimeError(f"No channel layer is configured under alias {layer_alias!r}.")
+    await group_send(layer, connection_channel(connection_id), message)
+
+
+async def aclose_connection(
+    connection_id: str,
+    error: str | None = None,
+    *,
+    allow_reconnect: bool = False,
+    layer_alias: str = "default",
+) -> None:
+    """Close a connection wherever it is served: its server writes a SignalR Close message with
+    ``error`` and closes the socket; its teardown removes its state as for any close."""
+    await send_to_connection(
+        layer_alias,
+        connection_id,
+        {"type": "conduit.close", "error": error, "allow_reconnect": allow_reconnect},
+    )
 
 
 class HubContext:

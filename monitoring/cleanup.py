@@ -20,13 +20,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from channels.layers import get_channel_layer
-
 from hubs.conf import conduit_settings
 from hubs.delivery.members import get_members
-from hubs.fanout import group_send
 from hubs.metrics import hub_metrics
-from hubs.naming import connection_channel
+from hubs.send import aclose_connection
 
 from .monitor import get_monitor
 
@@ -65,13 +62,8 @@ async def cleanup_stale(*, threshold: float | None = None, limit: int = 1000) ->
             record.server_id,
         )
     for record in await monitor.idle(threshold, limit):
-        layer = get_channel_layer(record.layer_alias)
-        if layer is None:
-            continue
-        await group_send(
-            layer,
-            connection_channel(record.connection_id),
-            {"type": "conduit.close", "error": idle_close_error(threshold), "allow_reconnect": False},
+        await aclose_connection(
+            record.connection_id, idle_close_error(threshold), layer_alias=record.layer_alias
         )
         metrics.stale_cleaned.labels(hub=record.hub, reason="idle").inc()
         result.idle += 1

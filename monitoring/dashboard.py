@@ -24,15 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 
 from hubs.delivery.breaker import BreakerState
 from hubs.delivery.pending import get_pending
-from hubs.fanout import group_send
 from hubs.metrics import hub_metrics
-from hubs.naming import connection_channel
+from hubs.send import aclose_connection
 
 from .metrics import read_state
 from .monitor import get_monitor
@@ -336,13 +334,6 @@ async def disconnect(connection_ids: Iterable[str], *, error: str = ADMIN_CLOSE_
         if record is None or not record.is_alive(time.time()):
             result.gone.append(connection_id)
             continue
-        layer = get_channel_layer(record.layer_alias)
-        if layer is None:
-            raise RuntimeError(f"No channel layer is configured under alias {record.layer_alias!r}.")
-        await group_send(
-            layer,
-            connection_channel(connection_id),
-            {"type": "conduit.close", "error": error, "allow_reconnect": False},
-        )
+        await aclose_connection(connection_id, error, layer_alias=record.layer_alias)
         result.closed.append(record)
     return result
