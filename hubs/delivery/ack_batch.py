@@ -18,16 +18,24 @@ class AckBatcher:
     """Collects (connection id, message id) acks of one event loop and clears them in batches."""
 
     def __init__(self) -> None:
-        self._waiting: list[tuple[str, str, asyncio.Future[bool]]] = []
+        # Each waiter: the pairs of one call and the future that gets their answers.
+        self._waiting: list[tuple[list[tuple[str, str]], asyncio.Future[list[bool]]]] = []
         self._flushing = False
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
         """Clear the entry (batched with others); True if it was pending."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((connection_id, message_id, future))
+        (cleared,) = await self.ack_many(connection_id, [message_id])
+        return cleared
+
+    async def ack_many(self, connection_id: str, message_ids: list[str]) -> list[bool]:
+        """Clear several entries of one connection (batched with others); for each id, whether
+        it was pending. One future per call, however many ids it carries."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[bool]] = loop.create_future()
+        self._waiting.append(([(connection_id, m) for m in message_ids], future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._start)  # after this turn's other acks
+            loop.call_soon(self._start)  # after this turn's other acks
         return await future
 
     def _start(self) -> None:
@@ -37,16 +45,19 @@ class AckBatcher:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
+                pairs = [pair for call, _ in batch for pair in call]
                 try:
-                    cleared = await get_pending().ack_many([(c, m) for c, m, _ in batch])
+                    cleared = await get_pending().ack_many(pairs)
                 except Exception as exc:  # noqa: BLE001 - handed to every caller, which logs it
-                    for _, _, future in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, _, future), was_pending in zip(batch, cleared, strict=True):
+                start = 0
+                for call, future in batch:
                     if not future.done():
-                        future.set_result(was_pending)
+                        future.set_result(cleared[start : start + len(call)])
+                    start += len(call)
         finally:
             self._flushing = False
 

@@ -5,7 +5,8 @@ The one path of an acknowledged message (``docs/delivery.md``), ``send``:
 1. **Prepare**, through the circuit breaker: append to each target group's history (the ``seq``),
    resolve the recipients (members whose presence lease holds) and register their pending entries.
 2. **Persist** the ``AckedMessage`` row, with its ``seq``. The send returns only after this: from
-   here on the message cannot be lost. One database write per message.
+   here on the message cannot be lost. One database write per message, in the process's delivery
+   database thread (``db_thread``), which keeps its connection between writes.
 3. **Publish** to the channel layer. If this fails the pending entries are already there: the
    retry pass sends it to each recipient.
 
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
@@ -37,6 +37,7 @@ from ..metrics import hub_metrics
 from ..outbound import Outbound, encode_outbound
 from .ack_batch import ack_batcher
 from .breaker import get_breaker
+from .db_thread import run_in_db_thread
 from .history import get_history
 from .members import get_members
 from .pending import get_pending
@@ -229,7 +230,7 @@ async def persist(
             publish_after=utc(now),
         )
 
-    return await database_sync_to_async(create)()
+    return await run_in_db_thread(create)
 
 
 async def publish(message: Any, *, now: float | None = None) -> bool:
@@ -270,7 +271,7 @@ async def _mark_published(
         )
 
     try:
-        await database_sync_to_async(mark)()
+        await run_in_db_thread(mark)
     except Exception:  # the message went out; a later pass would publish it again (same id)
         logger.exception("Could not mark acknowledged message %s published.", message_id)
         hub_metrics().errors.labels(where="mark_published").inc()
@@ -283,7 +284,7 @@ async def _set_publish_after(message_id: str, now: float) -> None:
         AckedMessage.objects.filter(pk=message_id, published_at__isnull=True).update(publish_after=utc(now))
 
     try:
-        await database_sync_to_async(update)()
+        await run_in_db_thread(update)
     except Exception:  # the grace time still brings it back
         logger.exception("Could not expedite spooled message %s.", message_id)
         hub_metrics().errors.labels(where="spool").inc()
@@ -301,8 +302,7 @@ async def acknowledge(hub: str, connection_id: str, message_id: str) -> bool:
 async def acknowledge_many(hub: str, connection_id: str, message_ids: Sequence[str]) -> list[bool]:
     """``AcknowledgeMessages``: clear several of the connection's entries; for each id, whether it
     was pending. They join the process's ack batch, with every other connection's acks."""
-    batcher = ack_batcher()
-    cleared = list(await asyncio.gather(*(batcher.ack(connection_id, m) for m in message_ids)))
+    cleared = await ack_batcher().ack_many(connection_id, list(message_ids))
     metrics = hub_metrics()
     known = sum(cleared)
     if known:

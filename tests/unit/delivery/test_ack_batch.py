@@ -71,3 +71,20 @@ async def test_a_failed_call_fails_every_ack_of_its_batch_and_the_next_one_works
     assert all(isinstance(r, ConnectionError) for r in results)
     store.fail = False
     assert await asyncio.wait_for(batcher.ack("c1", "m1"), timeout=5) is False
+
+
+async def test_a_call_with_many_ids_shares_the_batch_and_gets_its_own_slice(store):
+    await store.register("m1", ["c1", "c2"], due=10.0)
+    await store.register("m2", ["c1"], due=10.0)
+    batcher = ack_batch.AckBatcher()
+    single, many, other = await asyncio.wait_for(
+        asyncio.gather(
+            batcher.ack("c2", "m1"),
+            batcher.ack_many("c1", ["m1", "m9", "m2"]),
+            batcher.ack_many("c3", []),
+        ),
+        timeout=5,
+    )
+    assert (single, many, other) == (True, [True, False, True], [])
+    assert store.calls == [4]
+    assert await store.count() == 0
