@@ -2,8 +2,9 @@
 
 The one path of an acknowledged message (``docs/delivery.md``), ``send``:
 
-1. **Prepare**, through the circuit breaker: append to each target group's history (the ``seq``),
-   resolve the recipients (members whose presence lease holds) and register their pending entries.
+1. **Prepare**, through the circuit breaker: append to each target group's history (the ``seq``)
+   and, at the same time, resolve the recipients (members whose presence lease holds) and
+   register their pending entries (on Redis one script does both: one round trip in all).
 2. **Persist** the ``AckedMessage`` row, with its ``seq``. The send returns only after this: from
    here on the message cannot be lost. One database write per message, in the process's delivery
    database thread (``db_thread``), which keeps its connection between writes.
@@ -171,14 +172,13 @@ async def _prepare(
                 stamped.append((channel, None, None))
         return stamped
 
-    # Independent: the history append and the recipient lookup go to Redis together.
-    stamped, found = await asyncio.gather(
-        stamp(), get_members().resolve_alive([channel for channel, _ in targets])
+    # Independent: the history append and the recipients' registration go to Redis together
+    # (one script resolves the live members and registers them).
+    channels = [channel for channel, _ in targets]
+    stamped, recipients = await asyncio.gather(
+        stamp(), get_pending().register_members(message_id, get_members(), channels, exclude, first_due(now))
     )
-    recipients = {c: u for c, u in found.items() if c not in exclude}
-    if recipients:
-        await get_pending().register(message_id, recipients, first_due(now))
-    return Prepared(stamped, len(recipients))
+    return Prepared(stamped, recipients)
 
 
 async def _group_send(

@@ -128,18 +128,23 @@ class MemoryMembers:
             return {c for c in connection_ids if c in self._leases}
 
 
-# KEYS: the member sets. ARGV: key prefix. Returns (connection id, user id or false) pairs of the
-# members whose presence lease holds.
-_RESOLVE_ALIVE = """
-local out = {}
-for _, connection in ipairs(redis.call('SUNION', unpack(KEYS))) do
-  if redis.call('EXISTS', ARGV[1] .. 'alive:' .. connection) == 1 then
-    table.insert(out, connection)
-    table.insert(out, redis.call('GET', ARGV[1] .. 'user-of:' .. connection))
+#: A Lua function: the (connection id, user id or false) pairs of the members of the ``sets``
+#: whose presence lease holds. Shared with the pending store's one-call registration.
+RESOLVE_ALIVE_FN = """
+local function resolve_alive(sets, prefix)
+  local out = {}
+  for _, connection in ipairs(redis.call('SUNION', unpack(sets))) do
+    if redis.call('EXISTS', prefix .. 'alive:' .. connection) == 1 then
+      table.insert(out, connection)
+      table.insert(out, redis.call('GET', prefix .. 'user-of:' .. connection))
+    end
   end
+  return out
 end
-return out
 """
+
+# KEYS: the member sets. ARGV: key prefix.
+_RESOLVE_ALIVE = RESOLVE_ALIVE_FN + "return resolve_alive(KEYS, ARGV[1])\n"
 
 
 class RedisMembers:
@@ -172,8 +177,12 @@ class RedisMembers:
                 pipe.delete(self._user_key(connection_id))
             await pipe.execute()
 
+    def set_keys(self, channels: Iterable[str]) -> list[str]:
+        """The Redis sets holding the members of ``channels``."""
+        return [self.prefix + c for c in channels]
+
     async def members(self, channels: Iterable[str]) -> set[str]:
-        keys = [self.prefix + c for c in channels]
+        keys = self.set_keys(channels)
         if not keys:
             return set()
         found = await self.redis.client().sunion(keys)
@@ -187,7 +196,7 @@ class RedisMembers:
         return {c: (u.decode() if u is not None else None) for c, u in zip(found, users, strict=True)}
 
     async def resolve_alive(self, channels: Iterable[str]) -> dict[str, str | None]:
-        keys = [self.prefix + c for c in channels]
+        keys = self.set_keys(channels)
         if not keys:
             return {}
         found = await self.redis.client().eval(_RESOLVE_ALIVE, len(keys), *keys, self.prefix)

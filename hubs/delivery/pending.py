@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ..conf import conduit_settings
 from .built import BuiltOnUse
+from .members import RESOLVE_ALIVE_FN, Members, RedisMembers
 from .redis import PerLoopRedis
 
 Recipients = Mapping[str, "str | None"] | Iterable[str]
@@ -50,6 +51,13 @@ class Pending(Protocol):
 
     async def register(self, message_id: str, recipients: Recipients, due: float) -> None:
         """One entry per recipient connection (a mapping also records each one's user)."""
+        ...
+
+    async def register_members(
+        self, message_id: str, members: Members, channels: Sequence[str], exclude: Collection[str], due: float
+    ) -> int:
+        """``register`` for the live members of ``channels`` (``members.resolve_alive``) but those
+        in ``exclude``; returns how many got an entry."""
         ...
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
@@ -109,6 +117,11 @@ class MemoryPending:
                 )
                 if user_id is not None:
                     self._users.setdefault(user_id, set()).add(connection_id)
+
+    async def register_members(
+        self, message_id: str, members: Members, channels: Sequence[str], exclude: Collection[str], due: float
+    ) -> int:
+        return await _register_members(self, message_id, members, channels, exclude, due)
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
         with self._lock:
@@ -192,27 +205,57 @@ end
 return out
 """
 
+# A Lua function: one entry per (connection id, user id or false/"") pair of ``pairs`` from index
+# ``first`` on, skipping the connections in ``skip``; returns how many were registered. The due
+# zset gets its members in chunks (Lua's unpack takes a few thousand values at most).
+_REGISTER_FN = """
+local function register(due_key, prefix, message, due, ttl, pairs, first, skip)
+  local members, count = {}, 0
+  for i = first, #pairs, 2 do
+    local connection, user = pairs[i], pairs[i + 1]
+    if not skip[connection] then
+      local hash = prefix .. 'c:' .. connection
+      redis.call('HSET', hash, message, 0)
+      redis.call('EXPIRE', hash, ttl)
+      table.insert(members, due)
+      table.insert(members, connection .. '|' .. message)
+      count = count + 1
+      if user and user ~= '' then
+        redis.call('SET', prefix .. 'o:' .. connection, user, 'EX', ttl)
+        redis.call('SADD', prefix .. 'u:' .. user, connection)
+        redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)
+      end
+      if #members >= 2000 then
+        redis.call('ZADD', due_key, unpack(members))
+        members = {}
+      end
+    end
+  end
+  if #members > 0 then redis.call('ZADD', due_key, unpack(members)) end
+  return count
+end
+"""
+
 # KEYS: due zset. ARGV: key prefix, message id, due, ttl, then (connection id, user id or "")
 # pairs. One script instead of six commands per recipient.
-_REGISTER = """
-local prefix, message, due, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local members = {}
-for i = 5, #ARGV, 2 do
-  local connection, user = ARGV[i], ARGV[i + 1]
-  local hash = prefix .. 'c:' .. connection
-  redis.call('HSET', hash, message, 0)
-  redis.call('EXPIRE', hash, ttl)
-  table.insert(members, due)
-  table.insert(members, connection .. '|' .. message)
-  if user ~= '' then
-    redis.call('SET', prefix .. 'o:' .. connection, user, 'EX', ttl)
-    redis.call('SADD', prefix .. 'u:' .. user, connection)
-    redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)
-  end
-end
-if #members > 0 then redis.call('ZADD', KEYS[1], unpack(members)) end
-return #members / 2
+_REGISTER = (
+    _REGISTER_FN + "return register(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV, 5, {})\n"
+)
+
+# KEYS: due zset, then the member sets. ARGV: key prefix, members key prefix, message id, due,
+# ttl, then the excluded connection ids. Resolves the live members and registers them: one
+# round trip for an acknowledged send's recipients.
+_REGISTER_ALIVE = (
+    RESOLVE_ALIVE_FN
+    + _REGISTER_FN
+    + """
+local sets, skip = {}, {}
+for i = 2, #KEYS do table.insert(sets, KEYS[i]) end
+for i = 6, #ARGV do skip[ARGV[i]] = true end
+return register(KEYS[1], ARGV[1], ARGV[3], ARGV[4], tonumber(ARGV[5]),
+                resolve_alive(sets, ARGV[2]), 1, skip)
 """
+)
 
 # KEYS: due zset. ARGV: key prefix, then (connection id, message id) pairs. Returns 1/0 per pair.
 _ACK_MANY = """
@@ -312,6 +355,29 @@ class RedisPending:
         ]
         await self.redis.client().eval(
             _REGISTER, 1, self._due, self.prefix, message_id, repr(due), int(self.ttl), *pairs
+        )
+
+    async def register_members(
+        self, message_id: str, members: Members, channels: Sequence[str], exclude: Collection[str], due: float
+    ) -> int:
+        if not isinstance(members, RedisMembers) or members.url != self.url:
+            return await _register_members(self, message_id, members, channels, exclude, due)
+        keys = members.set_keys(channels)
+        if not keys:
+            return 0
+        return int(
+            await self.redis.client().eval(
+                _REGISTER_ALIVE,
+                1 + len(keys),
+                self._due,
+                *keys,
+                self.prefix,
+                members.prefix,
+                message_id,
+                repr(due),
+                int(self.ttl),
+                *exclude,
+            )
         )
 
     async def ack(self, connection_id: str, message_id: str) -> bool:
@@ -415,6 +481,22 @@ class RedisPending:
 
     async def count(self) -> int:
         return int(await self.redis.client().zcard(self._due))
+
+
+async def _register_members(
+    pending: Pending,
+    message_id: str,
+    members: Members,
+    channels: Sequence[str],
+    exclude: Collection[str],
+    due: float,
+) -> int:
+    """``register_members`` in two steps (resolve, then register), for any pair of stores."""
+    found = await members.resolve_alive(channels)
+    recipients = {c: u for c, u in found.items() if c not in exclude}
+    if recipients:
+        await pending.register(message_id, recipients, due)
+    return len(recipients)
 
 
 def _build() -> Pending:

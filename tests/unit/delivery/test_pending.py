@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hubs.delivery.members import MemoryMembers, RedisMembers
 from hubs.delivery.pending import MemoryPending, PendingEntry, RedisPending
 
 
@@ -114,3 +115,55 @@ async def test_claims_forget_entries_whose_connection_record_expired(redis_backe
     await store.redis.client().delete(store._attempts("c1"))  # its TTL ran out
     assert await store.claim_due(now=10.0, limit=10, lease=30) == []
     assert await store.count() == 0  # not claimed again and again
+
+
+@pytest.fixture(params=["memory", "redis", "redis-pending-memory-members"])
+def stores(request):
+    """A pending store and a membership registry: both in memory, both on Redis (one script
+    resolves and registers), or a mix (the two-step path)."""
+    if request.param == "memory":
+        return MemoryPending(), MemoryMembers()
+    build = request.getfixturevalue("redis_backend")
+    members = build(RedisMembers) if request.param == "redis" else MemoryMembers()
+    return build(RedisPending), members
+
+
+async def test_register_members_registers_the_live_members_but_the_excluded(stores):
+    pending, members = stores
+    await members.add("c1", ["g"], user_id="7")
+    await members.add("c2", ["g", "h"])
+    await members.add("c3", ["g"])
+    await members.add("c4", ["h"])
+    await members.add("c5", ["g"])  # no presence lease: its server is gone
+    await members.touch(["c1", "c2", "c3", "c4"], ttl=60)
+
+    count = await pending.register_members("m1", members, ["g", "h"], exclude=["c3"], due=100.0)
+
+    assert count == 3
+    assert await pending.count() == 3
+    assert await pending.for_connection("c1") == [PendingEntry("c1", "m1", 0, 100.0, "7")]
+    assert await pending.for_connection("c2") == [PendingEntry("c2", "m1", 0, 100.0)]  # once, in both
+    assert await pending.for_connection("c3") == []
+    assert await pending.for_connection("c4") == [PendingEntry("c4", "m1", 0, 100.0)]
+    assert await pending.for_connection("c5") == []
+    # The user was recorded: a new connection of user 7 adopts what c1 owed.
+    adopted = await pending.adopt("7", "c9", live=[], due=200.0, max_attempts=5)
+    assert [(e.connection_id, e.message_id) for e in adopted] == [("c9", "m1")]
+    assert await pending.register_members("m2", members, ["nobody"], exclude=[], due=1.0) == 0
+    assert await pending.register_members("m3", members, [], exclude=[], due=1.0) == 0
+
+
+async def test_register_members_takes_thousands_of_recipients_in_one_call(redis_backend):
+    # Lua's unpack takes about 8,000 values: the due set is written in chunks.
+    members, pending = redis_backend(RedisMembers), redis_backend(RedisPending)
+    ids = [f"c{i}" for i in range(6000)]
+    for start in range(0, len(ids), 1000):
+        async with members.redis.client().pipeline(transaction=False) as pipe:
+            for connection_id in ids[start : start + 1000]:
+                pipe.sadd(members.prefix + "big", connection_id)
+            await pipe.execute()
+    await members.touch(ids, ttl=60)
+    assert await pending.register_members("m1", members, ["big"], exclude=[], due=5.0) == 6000
+    assert await pending.count() == 6000
+    await pending.register("m2", ids, due=5.0)
+    assert await pending.count() == 12000
