@@ -54,7 +54,7 @@ from bench import common  # noqa: E402
 from bench.common import Server, num  # noqa: E402
 
 SIDES = ("hub", "hub-ack", "hub-ack-batch", "sio-ack", "sio")
-DEFAULT_SIDES = "hub,hub-ack,sio-ack"
+DEFAULT_SIDES = "hub,hub-ack,hub-ack-batch,sio-ack"
 ACK_SIDES = ("hub-ack", "hub-ack-batch", "sio-ack")
 #: Runs whose figures count; ``lost`` / ``unacked`` runs count but show their losses.
 COMPLETED = ("ok", "lost", "unacked")
@@ -318,8 +318,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--ack-window",
         type=float,
-        default=0.0,
-        help="hub-ack-batch: seconds a client gathers ids per AcknowledgeMessages (0: next loop turn)",
+        default=0.1,
+        help="hub-ack-batch: seconds a client gathers ids per AcknowledgeMessages (default 0.1, as the "
+        "e2e acking clients; 0: next loop turn)",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument(

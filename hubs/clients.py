@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .conf import conduit_settings
 from .delivery import acked
 from .delivery.breaker import get_breaker
+from .delivery.db_thread import to_sync
 from .delivery.history import Position, get_history
 from .delivery_metrics import record_failure
 from .fanout import group_send
@@ -132,8 +132,9 @@ class ClientProxy:
     def send(
         self, method: str, payload: Any = None, *, correlation_id: str | None = None, ack: bool | None = None
     ) -> str:
-        """Synchronous ``asend``, for code that runs outside an event loop."""
-        return async_to_sync(self.asend)(method, payload, correlation_id=correlation_id, ack=ack)
+        """Synchronous ``asend``, for code that runs outside an event loop. An acknowledged
+        message's row is written on the caller's own database connection (``docs/delivery.md``)."""
+        return to_sync(self.asend)(method, payload, correlation_id=correlation_id, ack=ack)
 
 
 class HubClients:

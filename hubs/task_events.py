@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
-
+from .delivery.db_thread import to_sync
 from .models import Task, task_group
 from .send import get_hub_context
 
@@ -101,8 +100,8 @@ def task_snapshot(task: Task) -> tuple[str, dict[str, Any]]:
     return "TaskProgress", {**base, "progress_percentage": task.progress}
 
 
-task_started = async_to_sync(atask_started)
-task_progress = async_to_sync(atask_progress)
-task_completed = async_to_sync(atask_completed)
-task_failed = async_to_sync(atask_failed)
-task_cancelled = async_to_sync(atask_cancelled)
+task_started = to_sync(atask_started)
+task_progress = to_sync(atask_progress)
+task_completed = to_sync(atask_completed)
+task_failed = to_sync(atask_failed)
+task_cancelled = to_sync(atask_cancelled)

@@ -15,19 +15,28 @@ PostgreSQL restart does not meet a connection left open), after an error that le
 and if the autocommit state was changed. ``CONN_MAX_AGE`` still governs every other thread.
 
 Calls run in the caller's context (``contextvars``), one after another, in the order they came.
+
+A synchronous caller (``ClientProxy.send`` from a view, a task, a command) keeps writing on its
+own connection, as before: ``run_in_db_thread`` hands its calls to ``database_sync_to_async``,
+which runs them in the caller's thread, inside the caller's transaction if one is open (a
+write from another connection could wait on that transaction's locks under SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
 
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.db import connections
 
 from ..metrics import hub_metrics
@@ -35,6 +44,7 @@ from ..metrics import hub_metrics
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Seconds without a call after which the thread closes its connections.
 IDLE_CLOSE = 1.0
@@ -129,7 +139,33 @@ def _close_all() -> None:
 
 _thread = DatabaseThread()
 
+_sync_caller: contextvars.ContextVar[bool] = contextvars.ContextVar("conduit_sync_caller", default=False)
+
+
+@contextmanager
+def sync_caller() -> Iterator[None]:
+    """Around an ``async_to_sync`` call from synchronous code: the database writes it makes run
+    on the calling thread's connection (``database_sync_to_async``), not in the delivery thread."""
+    token = _sync_caller.set(True)
+    try:
+        yield
+    finally:
+        _sync_caller.reset(token)
+
+
+def to_sync(afn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """``async_to_sync(afn)`` for synchronous callers, inside ``sync_caller()``."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        with sync_caller():
+            return async_to_sync(afn)(*args, **kwargs)
+
+    return functools.wraps(afn)(call)
+
 
 async def run_in_db_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` (ORM code) in the process's delivery database thread."""
+    """Run ``fn()`` (ORM code) in the process's delivery database thread, or on the caller's own
+    connection inside ``sync_caller()``."""
+    if _sync_caller.get():
+        return await database_sync_to_async(fn)()
     return await _thread.run(fn)

@@ -4,7 +4,8 @@ Every scenario runs against a real deployment: daphne behind a TCP proxy that ca
 connections, a Redis of its own (append-only file on, as production should run it), PostgreSQL,
 a Celery worker and Celery beat running the retry passes, and a publisher process sending the
 events with ``ack=True``. The clients (``clients/acking_clients.mjs``) dedupe by ``messageId``,
-process in ``seq`` order, acknowledge, and resume after every reconnect. Faults:
+process in ``seq`` order, acknowledge in batches (one ``AcknowledgeMessages`` per 100 ms), and
+resume after every reconnect; an ack batch lost in a cut comes back as retries. Faults:
 
 (a) connections cut at random while the events go out;
 (b) Redis stopped for several seconds and started again;
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.e2e
 CLIENT_COUNT = 20
 MESSAGES = 500
 INTERVAL = 0.02  # between two published events: the run takes about 10 s, faults happen during it
+ACK_WINDOW_MS = 100  # clients acknowledge in batches (AcknowledgeMessages), as bench/acked.py measures
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -138,6 +140,7 @@ def run_scenario(
         "taskId": task_id,
         "clients": CLIENT_COUNT,
         "events": ["TaskProgress"],
+        "ackWindowMs": ACK_WINDOW_MS,
     }
     clients = ClientProcess(
         ["node", str(CLIENTS / "acking_clients.mjs"), json.dumps(config)], f"acking-{name}"

@@ -9,10 +9,12 @@ import threading
 
 import pytest
 from django.db import connection, connections
+from django.db.models.signals import pre_save
 from django.utils import timezone
 
 from hubs.delivery.db_thread import DatabaseThread
 from hubs.models import AckedMessage
+from hubs.send import get_hub_context
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -119,3 +121,33 @@ async def test_a_connection_left_outside_autocommit_is_closed_before_the_next_ca
     assert closes.count(thread) == 1
     # (SQLite in memory ignores the close; give the connection back as it was.)
     await asyncio.wait_for(db.run(lambda: connection.set_autocommit(True)), 10)
+
+
+@pytest.fixture
+def writers():
+    """The name of the thread that saved each ``AckedMessage``."""
+    names: list[str] = []
+
+    def note(**_: object) -> None:
+        names.append(threading.current_thread().name)
+
+    pre_save.connect(note, sender=AckedMessage, weak=False)
+    yield names
+    pre_save.disconnect(note, sender=AckedMessage)
+
+
+def test_a_sync_send_writes_its_row_on_the_callers_connection(writers):
+    # In the caller's thread, so inside its transaction if it has one (docs/delivery.md).
+    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    message_id = tasks.clients.group("g").send("TaskCompleted", {"taskId": "t1"}, ack=True)
+    assert writers == [threading.current_thread().name]
+    assert AckedMessage.objects.filter(pk=message_id).exists()
+
+
+async def test_an_async_send_writes_its_row_in_the_delivery_thread(writers):
+    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    message_id = await asyncio.wait_for(
+        tasks.clients.group("g").asend("TaskCompleted", {"taskId": "t1"}, ack=True), 10
+    )
+    assert writers == ["conduit-db"]
+    assert await asyncio.wait_for(DatabaseThread().run(AckedMessage.objects.filter(pk=message_id).exists), 10)

@@ -17,12 +17,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from hubs.conf import conduit_settings
+from hubs.delivery.db_thread import to_sync
 from hubs.delivery.dead_letters import Requeued, purge, requeue
 from hubs.models import DeadLetter
 
@@ -105,7 +105,7 @@ class Command(BaseCommand):
                 "which runs in the server process."
             )
         rows = list(self.selected(options).order_by("created_at", "pk"))
-        done = {r.dead_letter_id: r for r in async_to_sync(requeue)([row.pk for row in rows])}
+        done = {r.dead_letter_id: r for r in to_sync(requeue)([row.pk for row in rows])}
         for row in rows:
             self.stdout.write(self.describe(row, done.get(row.pk)))
         self.stderr.write(f"Requeued {len(done)} dead letter(s).")

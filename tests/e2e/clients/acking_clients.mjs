@@ -1,13 +1,16 @@
 // Many official SignalR clients in one Node process, each processing a task's acknowledged events
 // exactly once and in seq order, as an application on the JS client would:
 //
-// - dedupe by messageId, and acknowledge every copy (a retry of a processed message too);
+// - dedupe by messageId, and acknowledge every copy (a retry of a processed message too), in
+//   batches: the ids gathered for ackWindowMs go in one AcknowledgeMessages (at most 1,000 ids,
+//   the server's limit), one frame instead of one per message;
 // - process in seq order: a message ahead of a gap waits until the gap is filled;
 // - reconnect forever with a short backoff; after every reconnect, ResumeTask(taskId, lastSeq,
 //   epoch) replays what this client has not processed yet.
 //
 // node acking_clients.mjs '<json config>'
-//   config: {url, token, taskId, clients, events: [names], protocol: "json"|"messagepack"}
+//   config: {url, token, taskId, clients, events: [names], protocol: "json"|"messagepack",
+//            ackWindowMs (default 100; 0 acknowledges each message on its own)}
 // stdout: JSON lines: {"event":"connected","index"}, {"event":"report","clients":[...]}, errors.
 // stdin:  {"cmd":"report"} | {"cmd":"stop"}.
 import readline from "node:readline";
@@ -16,6 +19,8 @@ import * as signalR from "@microsoft/signalr";
 const cfg = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const ACK_WINDOW_MS = cfg.ackWindowMs ?? 100;
+const ACK_BATCH_MAX = 1000;
 
 class AckingClient {
   constructor(index) {
@@ -30,6 +35,8 @@ class AckingClient {
     this.reconnects = 0;
     this.unrecovered = 0;
     this.acksFailed = 0;
+    this.unacked = []; // ids processed, waiting for the next AcknowledgeMessages
+    this.ackTimer = null;
     this.foreign = 0; // events of other tasks (another scenario's), acknowledged and ignored
     this.errors = [];
     this.stopping = false;
@@ -88,8 +95,25 @@ class AckingClient {
 
   ack(messageId) {
     if (!messageId) return;
-    this.connection.send("AcknowledgeMessage", messageId).catch(() => {
-      this.acksFailed += 1; // the server sends it again; it is acknowledged then
+    if (ACK_WINDOW_MS <= 0) {
+      this.connection.send("AcknowledgeMessage", messageId).catch(() => {
+        this.acksFailed += 1; // the server sends it again; it is acknowledged then
+      });
+      return;
+    }
+    this.unacked.push(messageId);
+    if (this.unacked.length >= ACK_BATCH_MAX) this.flushAcks();
+    else if (this.ackTimer === null) this.ackTimer = setTimeout(() => this.flushAcks(), ACK_WINDOW_MS);
+  }
+
+  flushAcks() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    const ids = this.unacked;
+    this.unacked = [];
+    if (ids.length === 0) return;
+    this.connection.send("AcknowledgeMessages", ids).catch(() => {
+      this.acksFailed += ids.length; // the server sends them again; they are acknowledged then
     });
   }
 
@@ -141,6 +165,7 @@ class AckingClient {
       reconnects: this.reconnects,
       unrecovered: this.unrecovered,
       acksFailed: this.acksFailed,
+      acksWaiting: this.unacked.length,
       foreign: this.foreign,
       errors: this.errors.slice(0, 5),
       state: this.connection.state,
@@ -166,7 +191,10 @@ lines.on("line", async (line) => {
       }),
     });
   } else if (cmd === "stop") {
-    for (const client of clients) client.stopping = true;
+    for (const client of clients) {
+      client.stopping = true;
+      client.flushAcks();
+    }
     await Promise.all(clients.map((client) => client.connection.stop().catch(() => {})));
     emit({ event: "stopped" });
     process.exit(0);
