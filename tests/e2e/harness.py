@@ -367,6 +367,18 @@ def _matches(item: dict[str, Any], event: str, match: dict[str, Any]) -> bool:
 TASK_EVENTS = ["TaskStarted", "TaskProgress", "TaskCompleted", "TaskFailed", "TaskCancelled"]
 
 
+def scrape(server: Server, timeout: float = 5) -> dict[str, float]:
+    """``GET /metrics`` of ``server`` → {"name{labels}": value} of its conduit_ samples."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("conduit_"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
 def run_node_script(script: str, config: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
     """Run ``clients/<script>`` (a one-shot browser or client script) and return the JSON object
     it prints last, or ``{"stderr": ...}`` when it printed none."""

@@ -23,23 +23,11 @@ import pytest
 
 from tests.support.prometheus import PrometheusServer, sample_value
 
-from .harness import ClientProcess, Server, js_client, stop_process
+from .harness import ClientProcess, Server, js_client, scrape, stop_process
 
 pytestmark = pytest.mark.e2e
 
 PRESENCE_TTL = 3.0
-
-
-def scrape(server: Server, timeout: float = 5) -> dict[str, float]:
-    """``GET /metrics`` of ``server`` → {"name{labels}": value} of its conduit_ samples."""
-    with urllib.request.urlopen(server.url + "/metrics", timeout=timeout) as response:
-        text = response.read().decode()
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("conduit_"):
-            name, _, value = line.rpartition(" ")
-            found[name] = float(value)
-    return found
 
 
 def wait_metric(
