@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
 from hubs.auth.resolve import InvalidToken, token_from_request, user_from_token
+from hubs.conf import conduit_settings
 from hubs.models import Task
 from hubs.tasks import astart_simulation
 
@@ -24,7 +25,14 @@ TASK_TYPES = {"video-generation"}
 @ensure_csrf_cookie
 def demo(request: HttpRequest) -> HttpResponse:
     """The demo page: start a task, watch its progress over the task hub."""
-    return render(request, "demo.html", {"tasks": Task.objects.filter(owner=request.user)[:10]})
+    return render(
+        request,
+        "demo.html",
+        {
+            "tasks": Task.objects.filter(owner=request.user)[:10],
+            "ping_interval_ms": int(conduit_settings.DEMO_PING_INTERVAL_MS),
+        },
+    )
 
 
 def _csrf_failure(request: HttpRequest) -> HttpResponse | None:

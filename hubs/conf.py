@@ -120,6 +120,8 @@ DEFAULTS: dict[str, Any] = {
     # Number of TaskProgress steps and the seconds between them.
     "DEMO_TASK_STEPS": 10,
     "DEMO_TASK_STEP_INTERVAL": 1.0,
+    # How often the demo page's helper pings the hub to measure the connection's quality (ms).
+    "DEMO_PING_INTERVAL_MS": 10000,
 }
 
 IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS", "HISTORY_BACKEND", "HUB_FILTERS"})

@@ -1,5 +1,8 @@
 // Demo page: start a simulated task through the REST API and follow it over the task hub,
-// with the official @microsoft/signalr browser client (loaded as the global `signalR`).
+// with the official @microsoft/signalr browser client (loaded as the global `signalR`) and the
+// project's helper module on top of it.
+import { ConduitConnection } from "../conduit/conduit.mjs";
+
 const $ = (id) => document.getElementById(id);
 
 function csrfToken() {
@@ -26,39 +29,31 @@ function showProgress(payload) {
   $("status").textContent = payload.message ? `${payload.status}: ${payload.message}` : payload.status;
 }
 
-const connection = new signalR.HubConnectionBuilder()
-  .withUrl("/hubs/tasks")
-  .withAutomaticReconnect()
-  .configureLogging(signalR.LogLevel.Warning)
-  .build();
+// The project's helper on the official client: reconnects with backoff, processes each event
+// once and in seq order, acknowledges what asks for it (in batches), resumes the task after a
+// reconnect, and measures the connection's quality with Ping (static/conduit/conduit.mjs).
+const conduit = new ConduitConnection({
+  signalR,
+  url: "/hubs/tasks",
+  ping: { intervalMs: Number(document.body.dataset.pingIntervalMs || 10000) },
+});
 
 let currentTask = null;
 
-// Acknowledged events (requiresAck: the terminal ones by default) are resent (retryCount + 1)
-// until this connection calls AcknowledgeMessage. Copies of an event already shown are
-// acknowledged again and not shown twice (docs/delivery.md).
-const seen = new Set();
-
 for (const name of ["TaskStarted", "TaskProgress", "TaskCompleted", "TaskFailed", "TaskCancelled"]) {
-  connection.on(name, (payload) => {
-    const fresh = !seen.has(payload.messageId);
-    seen.add(payload.messageId);
-    if (fresh) {
-      logEvent(name, payload);
-      if (payload.taskId === currentTask) showProgress(payload);
-    }
-    if (payload.requiresAck) {
-      connection.send("AcknowledgeMessage", payload.messageId).catch(() => {});
-    }
+  conduit.on(name, (payload) => {
+    logEvent(name, payload);
+    if (payload.taskId === currentTask) showProgress(payload);
   });
 }
 
-connection.onreconnecting(() => showState("connecting", "reconnecting…"));
-connection.onreconnected(async () => {
-  showState("connected", "connected");
-  if (currentTask) await connection.invoke("SubscribeToTask", currentTask);
+const stateText = { connecting: "connecting…", connected: "connected", reconnecting: "reconnecting…", disconnected: "disconnected" };
+conduit.addEventListener("state", (state) => showState(state, stateText[state] ?? state));
+conduit.addEventListener("quality", ({ latencyMs, quality }) => {
+  const el = $("quality");
+  el.dataset.quality = quality;
+  el.textContent = latencyMs === null ? quality : `${quality} (${Math.round(latencyMs)} ms)`;
 });
-connection.onclose(() => showState("disconnected", "disconnected"));
 
 async function startTask() {
   $("start").disabled = true;
@@ -73,8 +68,8 @@ async function startTask() {
     currentTask = taskId;
     $("task").hidden = false;
     $("task-id").textContent = taskId;
-    const state = await connection.invoke("SubscribeToTask", taskId);
-    showProgress(state);
+    const state = await conduit.followTask(taskId);
+    if (state) showProgress(state);
   } catch (error) {
     logEvent("error", String(error));
   } finally {
@@ -84,10 +79,5 @@ async function startTask() {
 
 $("start").addEventListener("click", startTask);
 
-try {
-  await connection.start();
-  showState("connected", "connected");
-  $("start").disabled = false;
-} catch (error) {
-  showState("error", `could not connect: ${error}`);
-}
+await conduit.start();
+$("start").disabled = false;

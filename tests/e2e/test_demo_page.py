@@ -1,4 +1,5 @@
-"""The demo page in headless Chromium on the embedded defaults: SQLite, in-memory layer, eager Celery."""
+"""The demo page in headless Chromium on the embedded defaults: SQLite, in-memory layer, eager Celery.
+The page runs on the JS helper (``static/conduit/conduit.mjs``) over the official browser client."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def test_demo_page_shows_a_task_running_to_completion(make_site):
         CONDUIT_RT_DEMO_TASK_START_DELAY="0.5",
         CONDUIT_RT_DEMO_TASK_STEPS="5",
         CONDUIT_RT_DEMO_TASK_STEP_INTERVAL="0.3",
+        CONDUIT_RT_DEMO_PING_INTERVAL_MS="500",
     )
     site.manage("ensure_demo_user")
     server = site.server()
@@ -36,3 +38,6 @@ def test_demo_page_shows_a_task_running_to_completion(make_site):
     assert result["events"][0] == "TaskCompleted" and result["events"][-1] == "TaskStarted"
     assert result["events"].count("TaskProgress") == 5
     assert result["consoleErrors"] == []
+    # The page runs on the JS helper: its pings measured the connection's round trip.
+    assert result["quality"] in {"good", "fair", "poor"}
+    assert result["qualityText"].endswith(" ms)"), result["qualityText"]

@@ -1,5 +1,6 @@
 // Drive the demo page in headless Chromium: log in, start a task, wait for the progress bar to
-// reach 100 and the status to read "completed", save a screenshot.
+// reach 100, the status to read "completed" and the connection quality to be measured, save a
+// screenshot.
 //
 // node demo_page.mjs '{"url", "username", "password", "screenshot", "timeoutMs"}'
 // Prints one JSON line: {"ok": true, "progress": 100, "status": "...", "events": n} or {"ok": false, "error"}.
@@ -25,7 +26,11 @@ try {
   await page.click("#start");
   await page.waitForFunction(() => document.getElementById("progress").value === 100);
   await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("completed"));
+  // The helper's pings have measured the connection (CONDUIT_RT_DEMO_PING_INTERVAL_MS).
+  await page.waitForFunction(() => ["good", "fair", "poor"].includes(document.getElementById("quality").dataset.quality));
   const result = await page.evaluate(() => ({
+    quality: document.getElementById("quality").dataset.quality,
+    qualityText: document.getElementById("quality").textContent,
     progress: document.getElementById("progress").value,
     status: document.getElementById("status").textContent,
     events: [...document.querySelectorAll("#events li")].map((li) => li.textContent.split(" ")[1]),
