@@ -61,12 +61,15 @@ def delivery_status(site: Site) -> dict[str, int]:
     return json.loads(site.manage("delivery_status"))
 
 
-def test_acknowledged_events_are_processed_once_in_order_and_acked_in_batches(helper_site):
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+def test_acknowledged_events_are_processed_once_in_order_and_acked_in_batches(helper_site, protocol):
     site = helper_site
     server = site.server()
     token = site.token("alice")
     task_id = server.create_task(token)
-    client = driver(server, token, task_id, ackWindowMs=100, pingIntervalMs=0, failOnce={"progressPercentage": 7})
+    client = driver(
+        server, token, task_id, protocol=protocol, ackWindowMs=100, pingIntervalMs=0, failOnce={"progressPercentage": 7}
+    )
     try:
         client.expect("connected", timeout=20)
         before = scrape(server)
@@ -103,7 +106,7 @@ def test_acknowledged_events_are_processed_once_in_order_and_acked_in_batches(he
     acks = delta(f'conduit_acks_total{{{HUB},result="known"}}')
     batch_frames = delta(f'conduit_hub_invocations_total{{{HUB},method="AcknowledgeMessages",outcome="ok"}}')
     single_frames = delta(f'conduit_hub_invocations_total{{{HUB},method="AcknowledgeMessage",outcome="ok"}}')
-    print(f"\n[js-helper] {MESSAGES} acked events: {acks:.0f} acks in {batch_frames:.0f} AcknowledgeMessages "
+    print(f"\n[js-helper {protocol}] {MESSAGES} acked events: {acks:.0f} acks in {batch_frames:.0f} AcknowledgeMessages "
           f"+ {single_frames:.0f} AcknowledgeMessage frames; report {report['stats']}")
     assert acks == MESSAGES
     assert delta(f'conduit_nacks_total{{{HUB},policy="retry"}}') == 1

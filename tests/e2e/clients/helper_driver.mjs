@@ -2,7 +2,8 @@
 // client, following one task; reports what its handlers saw, the helper's stats and its quality.
 //
 // node helper_driver.mjs '<json config>'
-//   config: {url, token, taskId, events: [names], ackWindowMs, pingIntervalMs,
+//   config: {url, token, taskId, events: [names], ackWindowMs, pingIntervalMs, protocol ("json" |
+//            "messagepack"),
 //            failOnce: {field: value} (the handler throws the first time a payload matches)}
 // stdout: {"event":"connected"}, {"event":"processed", name, messageId, seq, retryCount, ...},
 //         {"event":"quality", latencyMs, quality}, {"event":"report", stats, lastSeq, state}.
@@ -15,8 +16,15 @@ import { ConduitConnection } from "../../../static/conduit/conduit.mjs";
 const cfg = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
+let protocol;
+if (cfg.protocol === "messagepack") {
+  const { MessagePackHubProtocol } = await import("@microsoft/signalr-protocol-msgpack");
+  protocol = new MessagePackHubProtocol();
+}
+
 const conduit = new ConduitConnection({
   signalR,
+  protocol,
   url: cfg.url,
   accessTokenFactory: () => cfg.token,
   ack: { windowMs: cfg.ackWindowMs ?? 100 },
