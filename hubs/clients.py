@@ -24,10 +24,10 @@ from channels.layers import get_channel_layer
 from .conf import conduit_settings
 from .delivery import acked
 from .delivery.breaker import get_breaker
-from .delivery.db_thread import to_sync
 from .delivery.history import Position, get_history
 from .delivery_metrics import record_failure
 from .fanout import group_send
+from .loop_thread import to_sync
 from .metrics import hub_metrics
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
 from .outbound import Outbound, encode_outbound

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .delivery.db_thread import to_sync
+from .loop_thread import to_sync
 from .models import Task, task_group
 from .send import get_hub_context
 

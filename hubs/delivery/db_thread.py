@@ -17,26 +17,25 @@ and if the autocommit state was changed. ``CONN_MAX_AGE`` still governs every ot
 Calls run in the caller's context (``contextvars``), one after another, in the order they came.
 
 A synchronous caller (``ClientProxy.send`` from a view, a task, a command) keeps writing on its
-own connection, as before: ``run_in_db_thread`` hands its calls to ``database_sync_to_async``,
-which runs them in the caller's thread, inside the caller's transaction if one is open (a
-write from another connection could wait on that transaction's locks under SQLite).
+own connection: while it waits for its send on the process loop (``hubs.loop_thread.to_sync``),
+its thread runs the send's database calls (``CallerThread``), inside the caller's transaction if
+one is open (a write from another connection could wait on that transaction's locks under
+SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
-import functools
 import logging
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from django.db import connections
 
 from ..metrics import hub_metrics
@@ -44,7 +43,6 @@ from ..metrics import hub_metrics
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 #: Seconds without a call after which the thread closes its connections.
 IDLE_CLOSE = 1.0
@@ -139,33 +137,60 @@ def _close_all() -> None:
 
 _thread = DatabaseThread()
 
-_sync_caller: contextvars.ContextVar[bool] = contextvars.ContextVar("conduit_sync_caller", default=False)
+class CallerThread:
+    """A synchronous caller's thread, lending itself to the database calls of the coroutine it
+    waits for (``hubs.loop_thread.to_sync``): they run there, on the caller's own connection and
+    inside its transaction, as if the caller had made them."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """(In the loop) hand ``fn`` to the caller's thread; its result or its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((fn, loop, future))
+        return await future
+
+    def wake(self) -> None:
+        """(From any thread) make ``serve_until`` look at its future again."""
+        self._calls.put(None)
+
+    def serve_until(self, done: concurrent.futures.Future[Any], timeout: float) -> None:
+        """(In the caller's thread) run the calls handed over until ``done`` is; raises
+        ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"The call did not finish within {timeout} s.")
+            try:
+                item = self._calls.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if item is None:
+                continue
+            fn, loop, future = item
+            try:
+                result: Any = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                _settle(loop, future, exc, failed=True)
+            else:
+                _settle(loop, future, result, failed=False)
 
 
-@contextmanager
-def sync_caller() -> Iterator[None]:
-    """Around an ``async_to_sync`` call from synchronous code: the database writes it makes run
-    on the calling thread's connection (``database_sync_to_async``), not in the delivery thread."""
-    token = _sync_caller.set(True)
-    try:
-        yield
-    finally:
-        _sync_caller.reset(token)
+_caller: contextvars.ContextVar[CallerThread | None] = contextvars.ContextVar("conduit_caller", default=None)
 
 
-def to_sync(afn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
-    """``async_to_sync(afn)`` for synchronous callers, inside ``sync_caller()``."""
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        with sync_caller():
-            return async_to_sync(afn)(*args, **kwargs)
-
-    return functools.wraps(afn)(call)
+def lend_caller_thread(caller: CallerThread) -> None:
+    """In the context a coroutine will run in: its database calls go to ``caller``."""
+    _caller.set(caller)
 
 
 async def run_in_db_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` (ORM code) in the process's delivery database thread, or on the caller's own
-    connection inside ``sync_caller()``."""
-    if _sync_caller.get():
-        return await database_sync_to_async(fn)()
+    """Run ``fn()`` (ORM code) in the process's delivery database thread, or in the thread of a
+    synchronous caller that waits for this coroutine (``CallerThread``)."""
+    caller = _caller.get()
+    if caller is not None:
+        return await caller.run(fn)
     return await _thread.run(fn)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
@@ -26,6 +25,7 @@ from ..metrics import hub_metrics
 from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
 from .acked import first_due, utc, with_position
+from .db_thread import run_in_db_thread
 from .members import get_members
 from .pending import PendingEntry, get_pending
 
@@ -54,7 +54,7 @@ async def dead_letter(entry: PendingEntry, message: Any, *, reason: str, error: 
             },
         )
 
-    await database_sync_to_async(create)()  # first: a crash here leaves the entry pending, not lost
+    await run_in_db_thread(create)  # first: a crash here leaves the entry pending, not lost
     await get_pending().drop(entry)
     hub_metrics().dead_letters.labels(hub=message.hub, method=message.method, reason=reason).inc()
     record_failure(message.hub, message.method, "dead_letter")
@@ -72,7 +72,7 @@ async def load_message(message_id: str) -> Any:
     """The ``AckedMessage`` row, or None when it is gone (past retention)."""
     from ..models import AckedMessage
 
-    return await database_sync_to_async(lambda: AckedMessage.objects.filter(pk=message_id).first())()
+    return await run_in_db_thread(lambda: AckedMessage.objects.filter(pk=message_id).first())
 
 
 async def dead_letter_now(connection_id: str, message_id: str, *, reason: str, now: float) -> bool:
@@ -111,9 +111,7 @@ async def requeue(dead_letter_ids: Iterable[int], *, now: float | None = None) -
     from ..models import DeadLetter
 
     now = time.time() if now is None else now
-    rows = await database_sync_to_async(
-        lambda: list(DeadLetter.objects.filter(pk__in=list(dead_letter_ids)))
-    )()
+    rows = await run_in_db_thread(lambda: list(DeadLetter.objects.filter(pk__in=list(dead_letter_ids))))
     done = []
     for row in rows:
         result = await _requeue_one(row, now)
@@ -150,9 +148,9 @@ async def _requeue_one(row: Any, now: float) -> Requeued | None:
             },
         )
 
-    await database_sync_to_async(restore)()
+    await run_in_db_thread(restore)
     await get_pending().register(row.message_id, recipients, first_due(now))
-    deleted, _ = await database_sync_to_async(lambda: DeadLetter.objects.filter(pk=row.pk).delete())()
+    deleted, _ = await run_in_db_thread(lambda: DeadLetter.objects.filter(pk=row.pk).delete())
     if not deleted:
         return None  # requeued or purged by someone else meanwhile: they deliver it
     if live:

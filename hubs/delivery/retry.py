@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import conduit_settings
@@ -33,6 +32,7 @@ from ..naming import connection_channel, user_channel
 from ..outbound import encode_outbound
 from .acked import publish, retry_policy, utc, with_position
 from .breaker import BreakerState, get_breaker
+from .db_thread import run_in_db_thread
 from .dead_letters import dead_letter
 from .members import get_members
 from .pending import PendingEntry, get_pending
@@ -103,7 +103,7 @@ async def publish_spooled(*, now: float, limit: int) -> int:
         return claimed
 
     published = 0
-    for row in await database_sync_to_async(claim)():
+    for row in await run_in_db_thread(claim):
         if not await publish(row, now=now):
             break  # the layer is still down: the rest stays spooled, in order
         published += 1
@@ -116,7 +116,7 @@ async def _load_messages(message_ids: Iterable[str]) -> dict[str, Any]:
     ids = list(message_ids)
     if not ids:
         return {}
-    return await database_sync_to_async(lambda: AckedMessage.objects.in_bulk(ids))()
+    return await run_in_db_thread(lambda: AckedMessage.objects.in_bulk(ids))
 
 
 async def _follow_vanished(

@@ -22,8 +22,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from hubs.conf import conduit_settings
-from hubs.delivery.db_thread import to_sync
 from hubs.delivery.dead_letters import Requeued, purge, requeue
+from hubs.loop_thread import to_sync
 from hubs.models import DeadLetter
 
 ERROR_WIDTH = 120
