@@ -34,6 +34,10 @@ def too_many_pending(target: str) -> str:
     return f"Failed to invoke '{target}': too many pending invocations."
 
 
+def rate_limited(target: str, retry_after: float) -> str:
+    return f"Failed to invoke '{target}': rate limit exceeded; retry in {max(1, round(retry_after))} s."
+
+
 def invocation_failed(
     target: str, *, hub_error: str | None = None, detail: str | None = None, error_id: str | None = None
 ) -> str:

@@ -34,6 +34,15 @@ DEFAULTS: dict[str, Any] = {
     "ENABLE_DETAILED_ERRORS": False,
     # Invocations queued per connection while one runs; more are refused with an error.
     "MAX_PENDING_INVOCATIONS": 50,
+    # Hub invocations a client may make, in the `limits` library's notation ("100/minute",
+    # "10/second"); over it they wait in the queue above. Counted in Redis when REDIS_URL is set
+    # (every process sees the same count). "" turns it off. Acks and nacks are not counted.
+    "RATE_LIMIT": "100/minute",
+    # Who a client is for RATE_LIMIT: "connection", or "user" (all of a user's connections on all
+    # servers share one count; anonymous connections count alone).
+    "RATE_LIMIT_SCOPE": "connection",
+    # The `limits` strategy: "moving-window", "fixed-window" or "sliding-window-counter".
+    "RATE_LIMIT_STRATEGY": "moving-window",
     # --- Payloads ------------------------------------------------------------------------------
     # Leave keys whose value is None out of server message payloads.
     "OMIT_NULLS": True,

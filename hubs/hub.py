@@ -84,6 +84,7 @@ from .protocol import (
     get_protocol,
     handshake_response,
 )
+from .rate_limit import client_key, get_limiter
 from .security import origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -542,9 +543,8 @@ class Hub(AsyncConsumer):
             try:
                 self._invocations.put_nowait(msg)
             except asyncio.QueueFull:
-                await self._complete(
-                    msg, error=f"Failed to invoke '{msg.target}': too many pending invocations."
-                )
+                hub_metrics().rate_limited.labels(hub=self.get_hub_name(), outcome="refused").inc()
+                await self._complete(msg, error=client_errors.too_many_pending(msg.target))
         elif isinstance(msg, CancelInvocationMessage):
             task = self._streams.get(msg.invocation_id)
             if task is not None:
@@ -564,7 +564,50 @@ class Hub(AsyncConsumer):
         assert self._invocations is not None
         while True:
             msg = await self._invocations.get()
+            await self._within_rate_limit()
             await self._invoke(msg)
+
+    async def _within_rate_limit(self) -> None:
+        """Before each queued invocation runs: wait while the client is over ``RATE_LIMIT``
+        (``hubs.rate_limit``). The invocations behind it wait in the queue meanwhile."""
+        limiter = get_limiter()
+        if limiter is None:
+            return
+        assert self.context is not None
+        key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
+        delayed = False
+        while True:
+            try:
+                wait = await limiter.try_acquire(*key)
+            except Exception:  # the limit's storage failed: serve rather than stall every client
+                logger.exception("%s: rate limit unavailable; invocation allowed.", self.get_hub_name())
+                hub_metrics().errors.labels(where="rate_limit").inc()
+                return
+            if not wait:
+                return
+            if not delayed:
+                delayed = True
+                hub_metrics().rate_limited.labels(hub=self.get_hub_name(), outcome="delayed").inc()
+            await asyncio.sleep(wait)
+
+    async def _stream_allowed(self, msg: StreamInvocationMessage) -> bool:
+        """A stream counts as one invocation; over the limit it is refused (it has no queue)."""
+        limiter = get_limiter()
+        if limiter is None:
+            return True
+        assert self.context is not None
+        key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
+        try:
+            wait = await limiter.try_acquire(*key)
+        except Exception:
+            logger.exception("%s: rate limit unavailable; stream allowed.", self.get_hub_name())
+            hub_metrics().errors.labels(where="rate_limit").inc()
+            return True
+        if not wait:
+            return True
+        hub_metrics().rate_limited.labels(hub=self.get_hub_name(), outcome="stream_refused").inc()
+        await self._complete(msg, error=client_errors.rate_limited(msg.target, wait))
+        return False
 
     def _bind(self, msg: InvocationMessage) -> tuple[MethodSpec | None, str | None]:
         """The method an invocation names, or the error the client gets instead."""
@@ -672,6 +715,8 @@ class Hub(AsyncConsumer):
                 hub=self.get_hub_name(), method="unknown", outcome="rejected"
             ).inc()
             await self._complete(msg, error=error)
+            return
+        if not await self._stream_allowed(msg):
             return
         task = self._spawn(self._run_stream(msg, spec))
         self._streams[msg.invocation_id] = task

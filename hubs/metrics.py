@@ -69,6 +69,13 @@ class HubMetrics:
             "Fire-and-forget sends refused because the channel layer was unreachable or the breaker open.",
             ["hub", "method"],
         )
+        self.rate_limited = Counter(
+            "conduit_rate_limited_total",
+            "Invocations held back by RATE_LIMIT or the per-connection queue, by outcome (delayed: "
+            "waited for the window; refused: the queue was full; stream_refused: a stream over "
+            "the limit).",
+            ["hub", "outcome"],
+        )
         self.retry_passes = Counter(
             "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
         )
