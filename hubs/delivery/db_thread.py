@@ -85,12 +85,19 @@ class DatabaseThread:
                 _close_all()
                 fn, loop, future = calls.get()
             _check_connections()
-            try:
-                result: Any = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-                _settle(loop, future, exc, failed=True)
-            else:
-                _settle(loop, future, result, failed=False)
+            _run_and_settle(fn, loop, future)
+
+
+def _run_and_settle(
+    fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+) -> None:
+    """Run ``fn`` in this thread; hand its result or exception to ``future`` on ``loop``."""
+    try:
+        result: Any = fn()
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+        _settle(loop, future, exc, failed=True)
+    else:
+        _settle(loop, future, result, failed=False)
 
 
 def _settle(
@@ -170,13 +177,7 @@ class CallerThread:
                 continue
             if item is None:
                 continue
-            fn, loop, future = item
-            try:
-                result: Any = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                _settle(loop, future, exc, failed=True)
-            else:
-                _settle(loop, future, result, failed=False)
+            _run_and_settle(*item)
 
 
 _caller: contextvars.ContextVar[CallerThread | None] = contextvars.ContextVar("conduit_caller", default=None)
