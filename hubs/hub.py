@@ -570,21 +570,8 @@ class Hub(AsyncConsumer):
     async def _within_rate_limit(self) -> None:
         """Before each queued invocation runs: wait while the client is over ``RATE_LIMIT``
         (``hubs.rate_limit``). The invocations behind it wait in the queue meanwhile."""
-        limiter = get_limiter()
-        if limiter is None:
-            return
-        assert self.context is not None
-        key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
         delayed = False
-        while True:
-            try:
-                wait = await limiter.try_acquire(*key)
-            except Exception:  # the limit's storage failed: serve rather than stall every client
-                logger.exception("%s: rate limit unavailable; invocation allowed.", self.get_hub_name())
-                hub_metrics().errors.labels(where="rate_limit").inc()
-                return
-            if not wait:
-                return
+        while wait := await self._rate_limit_wait():
             if not delayed:
                 delayed = True
                 hub_metrics().rate_limited.labels(hub=self.get_hub_name(), outcome="delayed").inc()
@@ -592,22 +579,27 @@ class Hub(AsyncConsumer):
 
     async def _stream_allowed(self, msg: StreamInvocationMessage) -> bool:
         """A stream counts as one invocation; over the limit it is refused (it has no queue)."""
-        limiter = get_limiter()
-        if limiter is None:
-            return True
-        assert self.context is not None
-        key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
-        try:
-            wait = await limiter.try_acquire(*key)
-        except Exception:
-            logger.exception("%s: rate limit unavailable; stream allowed.", self.get_hub_name())
-            hub_metrics().errors.labels(where="rate_limit").inc()
-            return True
+        wait = await self._rate_limit_wait()
         if not wait:
             return True
         hub_metrics().rate_limited.labels(hub=self.get_hub_name(), outcome="stream_refused").inc()
         await self._complete(msg, error=client_errors.rate_limited(msg.target, wait))
         return False
+
+    async def _rate_limit_wait(self) -> float:
+        """One hit against ``RATE_LIMIT`` for this client: 0 when it is allowed (or the limit is
+        off, or its storage failed: logged and counted), else the seconds to wait first."""
+        limiter = get_limiter()
+        if limiter is None:
+            return 0.0
+        assert self.context is not None
+        key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
+        try:
+            return await limiter.try_acquire(*key)
+        except Exception:  # the limit's storage failed: serve rather than stall every client
+            logger.exception("%s: rate limit unavailable; invocation allowed.", self.get_hub_name())
+            hub_metrics().errors.labels(where="rate_limit").inc()
+            return 0.0
 
     def _bind(self, msg: InvocationMessage) -> tuple[MethodSpec | None, str | None]:
         """The method an invocation names, or the error the client gets instead."""

@@ -65,7 +65,6 @@ class LoopThread:
             future.cancel()
             raise
 
-
     def run_lending_thread(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """``run``, with the calling thread running the coroutine's database calls meanwhile
         (``CallerThread``): on the caller's connection, inside its transaction if it has one."""

@@ -142,8 +142,6 @@ def _close_all() -> None:
             hub_metrics().errors.labels(where="db_thread").inc()
 
 
-_thread = DatabaseThread()
-
 class CallerThread:
     """A synchronous caller's thread, lending itself to the database calls of the coroutine it
     waits for (``hubs.loop_thread.to_sync``): they run there, on the caller's own connection and
@@ -186,6 +184,9 @@ _caller: contextvars.ContextVar[CallerThread | None] = contextvars.ContextVar("c
 def lend_caller_thread(caller: CallerThread) -> None:
     """In the context a coroutine will run in: its database calls go to ``caller``."""
     _caller.set(caller)
+
+
+_thread = DatabaseThread()
 
 
 async def run_in_db_thread(fn: Callable[[], T]) -> T:
