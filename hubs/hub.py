@@ -589,14 +589,12 @@ class Hub(AsyncConsumer):
     async def _rate_limit_wait(self) -> float:
         """One hit against ``RATE_LIMIT`` for this client: 0 when it is allowed (or the limit is
         off, or its storage failed: logged and counted), else the seconds to wait first."""
-        limiter = get_limiter()
-        if limiter is None:
-            return 0.0
         assert self.context is not None
         key = client_key(self.get_group_namespace(), self.context.user_id, self.context.connection_id)
         try:
-            return await limiter.try_acquire(*key)
-        except Exception:  # the limit's storage failed: serve rather than stall every client
+            limiter = get_limiter()
+            return 0.0 if limiter is None else await limiter.try_acquire(*key)
+        except Exception:  # a bad setting or a failed storage: serve rather than stall every client
             logger.exception("%s: rate limit unavailable; invocation allowed.", self.get_hub_name())
             hub_metrics().errors.labels(where="rate_limit").inc()
             return 0.0

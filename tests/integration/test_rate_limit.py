@@ -141,3 +141,25 @@ def test_the_default_is_100_a_minute_per_connection_and_the_env_can_turn_it_off(
     assert environ_overrides({"CONDUIT_RT_RATE_LIMIT": ""}) == {"RATE_LIMIT": ""}
     with pytest.raises(ValueError, match="RATE_LIMIT_STRATEGY"):
         rate_limit.InvocationLimiter("1/second", "leaky-bucket", None, "x")
+
+
+def test_bad_rate_limit_settings_fail_the_system_checks():
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(
+        CONDUIT_RT={"RATE_LIMIT": "100 per fortnight", "RATE_LIMIT_SCOPE": "ip", "RATE_LIMIT_STRATEGY": "x"}
+    ), pytest.raises(SystemCheckError) as raised:
+        call_command("check")
+    for check_id in ("conduit_rt.E001", "conduit_rt.E002", "conduit_rt.E003"):
+        assert check_id in str(raised.value)
+    call_command("check")  # the defaults pass
+
+
+async def test_a_bad_rate_limit_setting_does_not_stop_the_connection(hub_client, alice_token):
+    with override_settings(CONDUIT_RT={"RATE_LIMIT": "100 per fortnight"}):
+        errors = sample("conduit_errors_total", where="rate_limit")
+        alice = await hub_client("/hubs/tasks", token=alice_token)
+        assert (await alice.invoke("Ping")).error is None
+        assert (await alice.invoke("Ping")).error is None
+    assert sample("conduit_errors_total", where="rate_limit") == errors + 2
