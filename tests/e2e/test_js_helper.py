@@ -68,7 +68,13 @@ def test_acknowledged_events_are_processed_once_in_order_and_acked_in_batches(he
     token = site.token("alice")
     task_id = server.create_task(token)
     client = driver(
-        server, token, task_id, protocol=protocol, ackWindowMs=100, pingIntervalMs=0, failOnce={"progressPercentage": 7}
+        server,
+        token,
+        task_id,
+        protocol=protocol,
+        ackWindowMs=100,
+        pingIntervalMs=0,
+        failOnce={"progressPercentage": 7},
     )
     try:
         client.expect("connected", timeout=20)
@@ -106,8 +112,10 @@ def test_acknowledged_events_are_processed_once_in_order_and_acked_in_batches(he
     acks = delta(f'conduit_acks_total{{{HUB},result="known"}}')
     batch_frames = delta(f'conduit_hub_invocations_total{{{HUB},method="AcknowledgeMessages",outcome="ok"}}')
     single_frames = delta(f'conduit_hub_invocations_total{{{HUB},method="AcknowledgeMessage",outcome="ok"}}')
-    print(f"\n[js-helper {protocol}] {MESSAGES} acked events: {acks:.0f} acks in {batch_frames:.0f} AcknowledgeMessages "
-          f"+ {single_frames:.0f} AcknowledgeMessage frames; report {report['stats']}")
+    print(
+        f"\n[js-helper {protocol}] {MESSAGES} acked events: {acks:.0f} acks in {batch_frames:.0f} AcknowledgeMessages "
+        f"+ {single_frames:.0f} AcknowledgeMessage frames; report {report['stats']}"
+    )
     assert acks == MESSAGES
     assert delta(f'conduit_nacks_total{{{HUB},policy="retry"}}') == 1
     assert batch_frames >= 1 and batch_frames + single_frames < MESSAGES / 2

@@ -47,7 +47,9 @@ def counted(outcome: str, hub: str = "tasks") -> float:
     return sample("conduit_rate_limited_total", hub=hub, outcome=outcome)
 
 
-async def test_over_the_limit_invocations_wait_then_a_full_queue_refuses(limited, hub_client, alice_token, bob):
+async def test_over_the_limit_invocations_wait_then_a_full_queue_refuses(
+    limited, hub_client, alice_token, bob
+):
     delayed, refused = counted("delayed"), counted("refused")
     alice = await hub_client("/hubs/tasks", token=alice_token)
     bob_client = await hub_client("/hubs/tasks", token=issue_token(bob))
@@ -56,7 +58,9 @@ async def test_over_the_limit_invocations_wait_then_a_full_queue_refuses(limited
 
     # Four more in one frame: two fit the queue (the first of them then waits in the worker for
     # the window), the other two are refused.
-    await alice.send(*(InvocationMessage(target="Ping", arguments=[], invocation_id=f"w{i}") for i in range(4)))
+    await alice.send(
+        *(InvocationMessage(target="Ping", arguments=[], invocation_id=f"w{i}") for i in range(4))
+    )
     refusals = [await alice.receive_skipping_pings() for _ in range(2)]
     assert [r.invocation_id for r in refusals] == ["w2", "w3"]
     assert {r.error for r in refusals} == {"Failed to invoke 'Ping': too many pending invocations."}
@@ -71,7 +75,9 @@ async def test_over_the_limit_invocations_wait_then_a_full_queue_refuses(limited
 async def test_held_invocations_run_once_the_window_lets_them(hub_client, alice_token):
     with override_settings(CONDUIT_RT={"RATE_LIMIT": "2/second"}):
         alice = await hub_client("/hubs/tasks", token=alice_token)
-        await alice.send(*(InvocationMessage(target="Ping", arguments=[], invocation_id=f"p{i}") for i in range(4)))
+        await alice.send(
+            *(InvocationMessage(target="Ping", arguments=[], invocation_id=f"p{i}") for i in range(4))
+        )
         answers = [await alice.receive_skipping_pings(timeout=10) for _ in range(4)]
     assert [a.invocation_id for a in answers] == ["p0", "p1", "p2", "p3"]  # in order, none refused
     assert all(a.error is None for a in answers)
@@ -112,7 +118,11 @@ async def test_user_scope_counts_every_connection_of_the_user_in_redis_as_other_
         alice_a = rate_limit.client_key("tasks", "7", "conn-a")
         alice_b = rate_limit.client_key("tasks", "7", "conn-b")
         anonymous = rate_limit.client_key("tasks", None, "conn-c")
-        waits = [await first.try_acquire(*alice_a), await second.try_acquire(*alice_b), await first.try_acquire(*alice_b)]
+        waits = [
+            await first.try_acquire(*alice_a),
+            await second.try_acquire(*alice_b),
+            await first.try_acquire(*alice_b),
+        ]
         assert waits == [0.0, 0.0, 0.0]
         assert await second.try_acquire(*alice_a) > 0  # the 4th, through the other "process"
         assert await second.try_acquire(*anonymous) == 0.0
@@ -129,7 +139,9 @@ async def test_no_limit_when_turned_off(hub_client, alice_token):
     with override_settings(CONDUIT_RT={"RATE_LIMIT": "", "MAX_PENDING_INVOCATIONS": 50}):
         assert rate_limit.get_limiter() is None
         alice = await hub_client("/hubs/tasks", token=alice_token)
-        await alice.send(*(InvocationMessage(target="Ping", arguments=[], invocation_id=f"n{i}") for i in range(30)))
+        await alice.send(
+            *(InvocationMessage(target="Ping", arguments=[], invocation_id=f"n{i}") for i in range(30))
+        )
         answers = [await alice.receive_skipping_pings() for _ in range(30)]
     assert all(a.error is None for a in answers)
 
@@ -147,9 +159,16 @@ def test_bad_rate_limit_settings_fail_the_system_checks():
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
 
-    with override_settings(
-        CONDUIT_RT={"RATE_LIMIT": "100 per fortnight", "RATE_LIMIT_SCOPE": "ip", "RATE_LIMIT_STRATEGY": "x"}
-    ), pytest.raises(SystemCheckError) as raised:
+    with (
+        override_settings(
+            CONDUIT_RT={
+                "RATE_LIMIT": "100 per fortnight",
+                "RATE_LIMIT_SCOPE": "ip",
+                "RATE_LIMIT_STRATEGY": "x",
+            }
+        ),
+        pytest.raises(SystemCheckError) as raised,
+    ):
         call_command("check")
     for check_id in ("conduit_rt.E001", "conduit_rt.E002", "conduit_rt.E003"):
         assert check_id in str(raised.value)
