@@ -179,7 +179,6 @@ export class ConduitConnection {
   constructor(options) {
     const { signalR, url } = options;
     if (!signalR || !url) throw new TypeError("ConduitConnection needs the signalR module and a url.");
-    this.options = options;
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.reconnectOptions = { ...DEFAULTS.reconnect, ...options.reconnect };
