@@ -32,9 +32,14 @@ function showProgress(payload) {
 // The project's helper on the official client: reconnects with backoff, processes each event
 // once and in seq order, acknowledges what asks for it (in batches), resumes the task after a
 // reconnect, and measures the connection's quality with Ping (static/conduit/conduit.mjs).
+// "?protocol=messagepack" speaks the binary hub protocol (the browser bundle loaded beside the
+// client); JSON otherwise.
+const messagepack = new URLSearchParams(location.search).get("protocol") === "messagepack";
+$("protocol").textContent = messagepack ? "messagepack" : "json";
 const conduit = new ConduitConnection({
   signalR,
   url: "/hubs/tasks",
+  protocol: messagepack ? new signalR.protocols.msgpack.MessagePackHubProtocol() : undefined,
   ping: { intervalMs: Number(document.body.dataset.pingIntervalMs || 10000) },
 });
 

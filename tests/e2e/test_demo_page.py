@@ -12,7 +12,8 @@ pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "artifacts"
 
 
-def test_demo_page_shows_a_task_running_to_completion(make_site):
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+def test_demo_page_shows_a_task_running_to_completion(make_site, protocol):
     site = make_site(
         redis=False,
         CONDUIT_RT_DEMO_TASK_START_DELAY="0.5",
@@ -27,7 +28,8 @@ def test_demo_page_shows_a_task_running_to_completion(make_site):
         "url": server.url,
         "username": "demo",
         "password": "demo",
-        "screenshot": str(ARTIFACTS / "demo-page.png"),
+        "screenshot": str(ARTIFACTS / f"demo-page-{protocol}.png"),
+        "protocol": protocol,
         "timeoutMs": 30000,
     }
     result = run_node_script("demo_page.mjs", config)
@@ -41,3 +43,10 @@ def test_demo_page_shows_a_task_running_to_completion(make_site):
     # The page runs on the JS helper: its pings measured the connection's round trip.
     assert result["quality"] in {"good", "fair", "poor"}
     assert result["qualityText"].endswith(" ms)"), result["qualityText"]
+    # The protocol the page asked for is the one on the wire (after the JSON handshake).
+    assert result["protocol"] == protocol
+    frames = result["frames"]
+    if protocol == "messagepack":
+        assert frames["binary"] > 5 and frames["text"] <= 1, frames
+    else:
+        assert frames["text"] > 5 and frames["binary"] == 0, frames

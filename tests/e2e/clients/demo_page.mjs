@@ -2,7 +2,7 @@
 // reach 100, the status to read "completed" and the connection quality to be measured, save a
 // screenshot.
 //
-// node demo_page.mjs '{"url", "username", "password", "screenshot", "timeoutMs"}'
+// node demo_page.mjs '{"url", "username", "password", "screenshot", "timeoutMs", "protocol"}'
 // Prints one JSON line: {"ok": true, "progress": 100, "status": "...", "events": n} or {"ok": false, "error"}.
 import { launchChromium } from "./browser.mjs";
 
@@ -17,10 +17,19 @@ try {
   page.on("response", (response) => {
     if (response.status() >= 400) consoleErrors.push(`${response.status()} ${response.url()}`);
   });
+  // What the hub's WebSocket carried: text frames (JSON) or binary ones (MessagePack).
+  const frames = { text: 0, binary: 0 };
+  page.on("websocket", (ws) => {
+    ws.on("framereceived", ({ payload }) => {
+      if (typeof payload === "string") frames.text += 1;
+      else frames.binary += 1;
+    });
+  });
   await page.goto(`${cfg.url}/`);
   await page.fill("#id_username", cfg.username);
   await page.fill("#id_password", cfg.password);
   await Promise.all([page.waitForURL(`${cfg.url}/`), page.click("input[type=submit]")]);
+  if (cfg.protocol) await page.goto(`${cfg.url}/?protocol=${cfg.protocol}`);
   await page.waitForSelector("#connection[data-state=connected]");
   await page.waitForSelector("#start:not([disabled])");
   await page.click("#start");
@@ -30,13 +39,14 @@ try {
   await page.waitForFunction(() => ["good", "fair", "poor"].includes(document.getElementById("quality").dataset.quality));
   const result = await page.evaluate(() => ({
     quality: document.getElementById("quality").dataset.quality,
+    protocol: document.getElementById("protocol").textContent,
     qualityText: document.getElementById("quality").textContent,
     progress: document.getElementById("progress").value,
     status: document.getElementById("status").textContent,
     events: [...document.querySelectorAll("#events li")].map((li) => li.textContent.split(" ")[1]),
   }));
   if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
-  console.log(JSON.stringify({ ok: true, ...result, consoleErrors }));
+  console.log(JSON.stringify({ ok: true, ...result, frames, consoleErrors }));
 } catch (error) {
   console.log(JSON.stringify({ ok: false, error: String(error), consoleErrors }));
   process.exitCode = 1;
