@@ -135,6 +135,7 @@ def start_clients(server: Server, users: list[dict[str, Any]]) -> ClientProcess:
         "lifeMaxMs": 5000,
         "lifeFrom": "peak",
         "seed": SEED,
+        "holdAtPeak": True,
         "startTimeoutMs": 30000,
         "callTimeoutMs": 15000,
         "stopTimeoutMs": 10000,
@@ -213,10 +214,12 @@ def test_a_thousand_connections_come_and_go_without_leaks(make_site, redis_url, 
         idle_rss, idle_fds = sampler.memory()["VmRSS"], sampler.open_files()
         with sampler:
             clients = start_clients(server, users)
-            # Every connection is up and subscribed, none stopped yet (the shortest life is 1 s).
+            # Every connection is up and subscribed; the clients hold there until the peak is read
+            # (lifetimes start at "go"), so the readings cannot race the first stops.
             at_peak = clients.expect("peak", timeout=CLIENT_DEADLINE)
             peak_gauges = hub_gauges(server)
             peak_records = sum(1 for _ in store.scan_iter(match=f"{PREFIX}:monitor:conn:*", count=1000))
+            clients.command(cmd="go")
             result = clients.expect("load", timeout=CLIENT_DEADLINE)
             clients.process.wait(timeout=10)
         hwm = sampler.memory()["VmHWM"]

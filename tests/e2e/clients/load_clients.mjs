@@ -14,6 +14,8 @@
 //                               connection is up and subscribed, so all of them are open at once;
 //                               "connected": from the connection's own start()
 //     seed: 1,                  PRNG seed (lifetimes and ping moments repeat with the same seed)
+//     holdAtPeak: false,        true: at the peak, wait for {"cmd":"go"} on stdin before the
+//                               lifetimes start (so a test can read the peak while nothing moves)
 //     skipNegotiation: false,   true: straight to the WebSocket, no negotiate request (to compare
 //                               what negotiate costs the server; real clients negotiate)
 //     startTimeoutMs: 30000, callTimeoutMs: 15000, stopTimeoutMs: 10000, deadlineMs: 90000
@@ -105,9 +107,21 @@ function becameReady() {
   if (ready === N) {
     peakMs = now() - t0;
     emit({ event: "peak", open: stats.open, atMs: Math.round(peakMs) });
-    peakReached();
+    if (cfg.holdAtPeak) goSignal.then(() => peakReached());
+    else peakReached();
   }
 }
+
+// {"cmd":"go"} on stdin releases a hold at the peak (holdAtPeak).
+const goSignal = new Promise((resolve) => {
+  if (!cfg.holdAtPeak) return;
+  process.stdin.setEncoding("utf8");
+  let buffered = "";
+  process.stdin.on("data", (chunk) => {
+    buffered += chunk;
+    if (buffered.includes('"go"')) resolve();
+  });
+});
 
 // Bounded concurrency for start(): at most CONCURRENCY negotiates + handshakes in flight.
 let inFlight = 0;
