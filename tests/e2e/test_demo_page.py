@@ -46,6 +46,7 @@ def test_demo_page_shows_a_task_running_to_completion(make_site, protocol):
     # The protocol the page asked for is the one on the wire (after the JSON handshake).
     assert result["protocol"] == protocol
     frames = result["frames"]
+    assert result["sockets"] == 1, (result["sockets"], result["frames"])  # one hub connection on the page
     if protocol == "messagepack":
         assert frames["binary"] > 5 and frames["text"] <= 1, frames
     else:

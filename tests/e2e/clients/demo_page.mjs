@@ -17,19 +17,26 @@ try {
   page.on("response", (response) => {
     if (response.status() >= 400) consoleErrors.push(`${response.status()} ${response.url()}`);
   });
-  // What the hub's WebSocket carried: text frames (JSON) or binary ones (MessagePack).
-  const frames = { text: 0, binary: 0 };
+  // What each hub WebSocket carried: text frames (JSON) or binary ones (MessagePack).
+  const sockets = [];
   page.on("websocket", (ws) => {
+    const counts = { text: 0, binary: 0 };
+    sockets.push(counts);
     ws.on("framereceived", ({ payload }) => {
-      if (typeof payload === "string") frames.text += 1;
-      else frames.binary += 1;
+      if (typeof payload === "string") counts.text += 1;
+      else counts.binary += 1;
     });
   });
+  let firstSocket = 0; // the sockets of the page under test (not of the page before it)
   await page.goto(`${cfg.url}/`);
   await page.fill("#id_username", cfg.username);
   await page.fill("#id_password", cfg.password);
   await Promise.all([page.waitForURL(`${cfg.url}/`), page.click("input[type=submit]")]);
-  if (cfg.protocol) await page.goto(`${cfg.url}/?protocol=${cfg.protocol}`);
+  if (cfg.protocol) {
+    await page.waitForSelector("#connection[data-state=connected]"); // the first page's socket exists
+    firstSocket = sockets.length;
+    await page.goto(`${cfg.url}/?protocol=${cfg.protocol}`);
+  }
   await page.waitForSelector("#connection[data-state=connected]");
   await page.waitForSelector("#start:not([disabled])");
   await page.click("#start");
@@ -46,7 +53,12 @@ try {
     events: [...document.querySelectorAll("#events li")].map((li) => li.textContent.split(" ")[1]),
   }));
   if (cfg.screenshot) await page.screenshot({ path: cfg.screenshot, fullPage: true });
-  console.log(JSON.stringify({ ok: true, ...result, frames, consoleErrors }));
+  const frames = { text: 0, binary: 0 };
+  for (const counts of sockets.slice(firstSocket)) {
+    frames.text += counts.text;
+    frames.binary += counts.binary;
+  }
+  console.log(JSON.stringify({ ok: true, ...result, frames, sockets: sockets.length - firstSocket, consoleErrors }));
 } catch (error) {
   console.log(JSON.stringify({ ok: false, error: String(error), consoleErrors }));
   process.exitCode = 1;
