@@ -4,7 +4,7 @@
 (channels-redis' and Conduit RT's own, which belong to a loop) is then reopened for every call. A
 Celery worker that runs a retry pass every second, or sync code that sends (``ClientProxy.send``,
 ``task_events.task_progress``…), instead hands its coroutines to this loop and keeps its
-connections: a sync send costs 3 to 6 times less than through ``async_to_sync`` (``docs/delivery.md``).
+connections: a sync send costs 3 to 6 times less than through ``async_to_sync`` (``docs/hubs.md``).
 Started on first use, again after a fork (Celery's prefork children each get their own).
 """
 
