@@ -5,7 +5,7 @@ database at request time, so every serving process shows the same picture. The a
 (``monitoring/admin.py``) wire these functions to staff-only URLs:
 
 - ``dashboard_page``: the page (figures rendered by the server, then refreshed by
-  ``static/monitoring/dashboard.js``, which polls ``figures_view`` and draws the last hour);
+  ``monitoring/static/monitoring/dashboard.js``, which polls ``figures_view`` and draws the last hour);
 - ``figures_view``: the same figures as JSON;
 - ``select_connections`` / ``group_subscriptions``: what the two lists show;
 - ``disconnect``: the list's action; it asks each connection's server, through the channel

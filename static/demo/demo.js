@@ -31,7 +31,7 @@ function showProgress(payload) {
 
 // The project's helper on the official client: reconnects with backoff, processes each event
 // once and in seq order, acknowledges what asks for it (in batches), resumes the task after a
-// reconnect, and measures the connection's quality with Ping (static/conduit/conduit.mjs).
+// reconnect, and measures the connection's quality with Ping (hubs/static/conduit/conduit.mjs).
 // "?protocol=messagepack" speaks the binary hub protocol (the browser bundle loaded beside the
 // client); JSON otherwise.
 const messagepack = new URLSearchParams(location.search).get("protocol") === "messagepack";

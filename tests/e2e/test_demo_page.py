@@ -1,5 +1,5 @@
 """The demo page in headless Chromium on the embedded defaults: SQLite, in-memory layer, eager Celery.
-The page runs on the JS helper (``static/conduit/conduit.mjs``) over the official browser client."""
+The page runs on the JS helper (``hubs/static/conduit/conduit.mjs``) over the official browser client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The JS helper (``static/conduit/conduit.mjs``) on the official client against a real daphne and
+"""The JS helper (``hubs/static/conduit/conduit.mjs``) on the official client against a real daphne and
 Redis: acknowledged events processed once and in order, acknowledged in batches, a handler's
 failure nacked and retried, and ping quality measured and recorded by the server.
 

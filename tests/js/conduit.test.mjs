@@ -13,7 +13,7 @@ import {
   StreamOrder,
   backoffDelay,
   classifyLatency,
-} from "../../static/conduit/conduit.mjs";
+} from "../../hubs/static/conduit/conduit.mjs";
 
 test("backoff: full jitter under a ceiling that doubles up to the maximum", () => {
   const options = { initialDelayMs: 500, maxDelayMs: 30000, factor: 2 };

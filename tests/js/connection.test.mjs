@@ -8,7 +8,7 @@ import { test } from "node:test";
 
 import { FakeClock, settle } from "./fake_clock.mjs";
 
-import { ConduitConnection } from "../../static/conduit/conduit.mjs";
+import { ConduitConnection } from "../../hubs/static/conduit/conduit.mjs";
 
 /** The parts of the official HubConnection the helper uses; records what it is asked. */
 class FakeHubConnection {

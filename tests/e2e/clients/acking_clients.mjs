@@ -1,5 +1,5 @@
 // Many clients in one Node process, each following one task's acknowledged events with the
-// project's JS helper (static/conduit/conduit.mjs) on the official SignalR client, as an
+// project's JS helper (hubs/static/conduit/conduit.mjs) on the official SignalR client, as an
 // application would. The helper does the delivery work under test:
 //
 // - dedupe by messageId (a retry of a processed message is acknowledged again, not processed);
@@ -16,7 +16,7 @@
 import readline from "node:readline";
 import * as signalR from "@microsoft/signalr";
 
-import { ConduitConnection } from "../../../static/conduit/conduit.mjs";
+import { ConduitConnection } from "../../../hubs/hubs/static/conduit/conduit.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");

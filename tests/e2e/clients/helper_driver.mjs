@@ -1,4 +1,4 @@
-// One application on the project's JS helper (static/conduit/conduit.mjs) over the official
+// One application on the project's JS helper (hubs/static/conduit/conduit.mjs) over the official
 // client, following one task; reports what its handlers saw, the helper's stats and its quality.
 //
 // node helper_driver.mjs '<json config>'
@@ -11,7 +11,7 @@
 import readline from "node:readline";
 import * as signalR from "@microsoft/signalr";
 
-import { ConduitConnection } from "../../../static/conduit/conduit.mjs";
+import { ConduitConnection } from "../../../hubs/hubs/static/conduit/conduit.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");

@@ -1,4 +1,4 @@
-// The admin dashboard's live figures (templates/admin/monitoring/dashboard.html): polls the staff-only
+// The admin dashboard's live figures (monitoring/templates/admin/monitoring/dashboard.html): polls the staff-only
 // figures endpoint every few seconds, updates the page, and draws the last hour as inline SVG.
 const SVG = "http://www.w3.org/2000/svg";
 const root = document.querySelector(".monitoring-dashboard");

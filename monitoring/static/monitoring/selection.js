@@ -1,4 +1,4 @@
-// Row selection of the connections list (templates/admin/monitoring/connections.html): the "select
+// Row selection of the connections list (monitoring/templates/admin/monitoring/connections.html): the "select
 // all" box and the "N of M selected" counter, like the admin's own change lists.
 const toggle = document.getElementById("action-toggle");
 const boxes = [...document.querySelectorAll("#result_list input.action-select")];

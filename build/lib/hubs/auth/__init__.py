@@ -1,0 +1,1 @@
+"""Authentication for hubs and negotiate: signed expiring tokens and the Django session."""

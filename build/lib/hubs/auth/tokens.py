@@ -1,0 +1,53 @@
+"""Signed, expiring access tokens: ``issue_token(user)`` and the default validator.
+
+A token is ``django.core.signing`` output (URL-safe base64 plus ``:``) carrying the user's primary
+key and an expiry time, signed with ``SECRET_KEY`` and the ``TOKEN_SALT`` setting.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core import signing
+
+from ..conf import conduit_settings
+
+
+def issue_token(user: AbstractBaseUser, ttl: float | None = None, *, now: float | None = None) -> str:
+    """Return a token that authenticates ``user`` for ``ttl`` seconds (default ``TOKEN_TTL``)."""
+    issued = time.time() if now is None else now
+    lifetime = conduit_settings.TOKEN_TTL if ttl is None else ttl
+    payload = {"u": str(user.pk), "e": int(issued + lifetime)}
+    return signing.dumps(payload, salt=conduit_settings.TOKEN_SALT, compress=False)
+
+
+def read_token(token: str, *, now: float | None = None) -> str | None:
+    """Return the user primary key a valid, unexpired token carries, else None."""
+    try:
+        payload: Any = signing.loads(token, salt=conduit_settings.TOKEN_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    expires, user_pk = payload.get("e"), payload.get("u")
+    if not isinstance(expires, int) or not isinstance(user_pk, str):
+        return None
+    if (time.time() if now is None else now) >= expires:
+        return None
+    return user_pk
+
+
+def validate_signed_token(token: str) -> AbstractBaseUser | None:
+    """Token validator (see ``TOKEN_VALIDATORS``): the active user a signed token names."""
+    user_pk = read_token(token)
+    if user_pk is None:
+        return None
+    user_model = get_user_model()
+    try:
+        user = user_model._default_manager.get(pk=user_pk)
+    except (user_model.DoesNotExist, ValueError):
+        return None
+    return user if user.is_active else None

@@ -1,0 +1,1 @@
+"""Reliable delivery: sequence numbers and history, retries with backoff, the circuit breaker."""

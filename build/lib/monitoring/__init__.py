@@ -1,0 +1,1 @@
+"""Conduit RT monitoring: connection monitor, metrics, health and the admin dashboard (growing)."""
