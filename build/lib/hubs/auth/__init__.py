@@ -1,1 +1,0 @@
-"""Authentication for hubs and negotiate: signed expiring tokens and the Django session."""

@@ -1,1 +1,0 @@
-"""Reliable delivery: sequence numbers and history, retries with backoff, the circuit breaker."""

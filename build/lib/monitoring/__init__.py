@@ -1,1 +1,0 @@
-"""Conduit RT monitoring: connection monitor, metrics, health and the admin dashboard (growing)."""
