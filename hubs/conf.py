@@ -105,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_RUNNER": "embedded",
     # Hub filters, outermost first (dotted paths to classes): each wraps every hub method
     # invocation, like middleware wraps a view.
-    "HUB_FILTERS": ["monitoring.diagnostics.DiagnosticFilter"],
+    "HUB_FILTERS": ["hubs.diagnostics.DiagnosticFilter"],
     # /health/ reports degraded when stale connections exceed this share of the active ones ...
     "HEALTH_STALE_RATIO": 0.10,
     # ... or when more than this many dead letters were created in the last

@@ -2,7 +2,7 @@
 
 Every delivery and every failure goes to Prometheus (``conduit_messages_delivered_total``,
 ``conduit_messages_failed_total``, the delivery-duration histogram) and to this process's tally,
-which the presence loop hands to the connection monitor's per-minute figures (the dashboard).
+which observers take on ``hubs.signals.process_report`` (the monitoring app's per-minute figures).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from monitoring.tally import tally
-
 from .metrics import hub_metrics
+from .tally import tally
 
 _delivered: dict[tuple[str, str], Any] = {}
 _duration: dict[str, Any] = {}

@@ -30,7 +30,7 @@ class InvalidArguments(HubError):
 class UnexpectedError(HubError):
     """An unexpected exception, already logged, that the client hears about by its error id only.
 
-    Raise it ``from`` the original exception (``monitoring.diagnostics.DiagnosticFilter`` does):
+    Raise it ``from`` the original exception (``hubs.diagnostics.DiagnosticFilter`` does):
     the hub then answers the caller with its generic error plus ``Error id: <error_id>.`` (and the
     original's type and text with ``ENABLE_DETAILED_ERRORS``), counts the invocation with outcome
     ``error``, and does not log it again.

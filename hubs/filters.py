@@ -10,7 +10,7 @@ A filter may read and replace ``invocation.arguments``, change or replace the re
 ``HubError`` to refuse the call (the caller gets the message as from a hub method). Streaming
 methods go through the filters too: the chain wraps the call that *produces* the stream, so
 ``call_next`` returns the async iterator; a filter that wants to watch the items or the end of the
-stream returns a wrapper around it (``monitoring.diagnostics.DiagnosticFilter`` does).
+stream returns a wrapper around it (``hubs.diagnostics.DiagnosticFilter`` does).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from .conf import SETTING_NAME, conduit_settings
 
 if TYPE_CHECKING:
     from .context import ConnectionContext
-    from .hub import Hub
     from .methods import MethodSpec
 
 #: The header in which a client may send its own correlation id with an invocation.
@@ -57,7 +56,8 @@ class HubInvocation:
     iterator of stream items instead of the method's result.
     """
 
-    hub: Hub
+    #: The ``Hub`` instance serving the connection (typed loosely: the pipeline never imports it).
+    hub: Any
     hub_name: str
     context: ConnectionContext
     method: str

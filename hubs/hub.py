@@ -36,16 +36,12 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser
 
-from monitoring.records import ConnectionRecord
-from monitoring.runner import ensure_cleanup_runner
-from monitoring.tally import process_identity
-
 from . import client_errors, connections
 from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_token
 from .clients import HubClients
 from .conf import conduit_settings
 from .context import ConnectionContext
-from .delivery import acked
+from .delivery import receipts
 from .delivery.history import Replay, get_history
 from .delivery.members import get_members
 from .delivery.pending import get_pending
@@ -85,7 +81,9 @@ from .protocol import (
     handshake_response,
 )
 from .rate_limit import client_key, get_limiter
+from .records import ConnectionRecord
 from .security import origin_allowed
+from .tally import process_identity
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +255,7 @@ class Hub(AsyncConsumer):
         if not isinstance(message_id, str) or not message_id:
             raise InvalidArguments("messageId must be a non-empty string.")
         assert self.context is not None
-        cleared = await acked.acknowledge(self.get_hub_name(), self.context.connection_id, message_id)
+        cleared = await receipts.acknowledge(self.get_hub_name(), self.context.connection_id, message_id)
         self._confirm(message_id, True)
         return cleared
 
@@ -275,7 +273,8 @@ class Hub(AsyncConsumer):
         ):
             raise InvalidArguments(f"messageIds must be a list of at most {MAX_ACK_BATCH} non-empty strings.")
         assert self.context is not None
-        cleared = await acked.acknowledge_many(self.get_hub_name(), self.context.connection_id, message_ids)
+        hub, connection_id = self.get_hub_name(), self.context.connection_id
+        cleared = await receipts.acknowledge_many(hub, connection_id, message_ids)
         for message_id in message_ids:
             self._confirm(message_id, True)
         return cleared
@@ -292,7 +291,7 @@ class Hub(AsyncConsumer):
         assert self.context is not None
         if self._confirm(message_id, False):
             return "unknown"  # a send_with_confirmation: its caller gets False, nothing is retried
-        return await acked.nack(
+        return await receipts.nack(
             self.get_hub_name(), self.context.connection_id, message_id, (reason or "")[:500]
         )
 
@@ -505,7 +504,6 @@ class Hub(AsyncConsumer):
         self._spawn(self._invocation_worker())
         self._spawn(self._keep_alive())
         ensure_embedded_runner()
-        ensure_cleanup_runner()
         if self.context.user_id is not None:
             self._spawn(self._adopt_pending(self.context.user_id))
         if rest:
@@ -959,7 +957,7 @@ class Hub(AsyncConsumer):
             self.context.last_activity = time.time()
 
     def monitor_record(self) -> ConnectionRecord:
-        """This connection as the connection monitor shows it (``monitoring.monitor``); called
+        """This connection's record for observers (``hubs.signals``, ``hubs.records``); made
         when it opens, joins or leaves a group, and every ``PRESENCE_TTL / 3`` seconds."""
         assert self.context is not None
         context = self.context

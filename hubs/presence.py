@@ -1,14 +1,15 @@
-"""Presence of this server's connections: leases and monitor records, renewed by one task per loop.
+"""Presence of this server's connections: leases and connection records, renewed by one task per loop.
 
 A hub connection registers when its handshake succeeds and unregisters when it closes. While the
 loop serves connections, a task renews every ``PRESENCE_TTL / 3`` seconds, for all of them at
 once:
 
 - their presence leases (``hubs.delivery.members``: who may receive acknowledged messages);
-- their connection-monitor records (``monitoring.monitor``: who is connected, with their counts
-  and groups), which carry the same lease;
-- this process's own record (connection count, breaker state), and the messages it delivered
-  and failed since the last round (the dashboard's per-minute figures).
+- their records (``hubs.records``: who is connected, with their counts and groups), sent to
+  observers with the same lease (``hubs.signals.connections_renewed``; the ``monitoring`` app
+  keeps them in its connection monitor);
+- this process's own record (connection count, breaker state), with ``process_report``, when
+  observers also take the messages it delivered and failed since the last round.
 
 The task ends when the last connection closes, after one last round.
 A process that dies stops renewing, so its connections stop counting as alive after
@@ -25,14 +26,20 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Protocol
 
-from monitoring.monitor import flush_tally, get_monitor
-from monitoring.records import ConnectionRecord, ServerRecord
-from monitoring.tally import process_identity
-
 from .conf import conduit_settings
 from .delivery.breaker import get_breaker
 from .delivery.members import get_members
 from .metrics import hub_metrics
+from .records import ConnectionRecord, ServerRecord
+from .signals import (
+    connection_changed,
+    connection_closed,
+    connection_opened,
+    connections_renewed,
+    notify,
+    process_report,
+)
+from .tally import process_identity
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,7 +51,7 @@ class Monitored(Protocol):
     """A connection as the presence loop sees it (a ``Hub`` once its handshake succeeded)."""
 
     def monitor_record(self) -> ConnectionRecord:
-        """The connection's current monitor record."""
+        """The connection's current record (``hubs.records``)."""
         ...
 
 
@@ -65,15 +72,19 @@ class LocalConnections:
         self._closed_while_renewing: dict[str, str] = {}
 
     async def register(self, connection_id: str, connection: Monitored) -> None:
-        """Record the connection, take its lease and write its monitor record now."""
+        """Record the connection, take its lease and tell observers it opened."""
         self.connections[connection_id] = connection
-        await self._renew_some([connection_id], [connection.monitor_record()])
+        ttl = _ttl()
+        await asyncio.gather(
+            get_members().touch([connection_id], ttl),
+            notify(connection_opened, type(connection), record=connection.monitor_record(), ttl=ttl),
+        )
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-presence")
 
     async def refresh(self, connection: Monitored) -> None:
-        """Write the connection's monitor record now (it joined or left a group)."""
-        await get_monitor().upsert([connection.monitor_record()], _ttl())
+        """Tell observers the connection changed now (it joined or left a group)."""
+        await notify(connection_changed, type(connection), record=connection.monitor_record(), ttl=_ttl())
 
     def forget(self, connection_id: str) -> None:
         """Stop renewing the connection's lease (synchronous: the first thing a closing
@@ -83,15 +94,20 @@ class LocalConnections:
             self._wake.set()  # the renewal task reports once more and ends
 
     async def unregister(self, connection_id: str, hub: str) -> None:
-        """Forget the connection, end its lease and remove its monitor record now."""
+        """Forget the connection, end its lease and tell observers it closed."""
         self.forget(connection_id)
         if connection_id in self._renewing:
             self._closed_while_renewing[connection_id] = hub
-        await asyncio.gather(get_members().vanish(connection_id), get_monitor().remove(connection_id, hub))
+        await asyncio.gather(
+            get_members().vanish(connection_id),
+            notify(connection_closed, connection_id=connection_id, hub=hub),
+        )
 
     async def _renew_some(self, connection_ids: Iterable[str], records: list[ConnectionRecord]) -> None:
         ttl = _ttl()
-        await asyncio.gather(get_members().touch(connection_ids, ttl), get_monitor().upsert(records, ttl))
+        await asyncio.gather(
+            get_members().touch(connection_ids, ttl), notify(connections_renewed, records=records, ttl=ttl)
+        )
 
     async def _run(self) -> None:
         """Sleep a third of the lease, then renew, while the loop serves connections; one last
@@ -120,7 +136,7 @@ class LocalConnections:
             try:
                 await asyncio.gather(
                     *(get_members().vanish(c) for c in closed),
-                    *(get_monitor().remove(c, hub) for c, hub in closed.items()),
+                    *(notify(connection_closed, connection_id=c, hub=hub) for c, hub in closed.items()),
                 )
             except Exception:
                 logger.exception("Could not remove %d closed connection(s) again.", len(closed))
@@ -129,26 +145,19 @@ class LocalConnections:
 
 
 async def report_process(connections: int) -> None:
-    """Write this process's record and hand its delivery counts to the per-minute figures; a
-    failure is logged and counted (the counts are kept for the next round)."""
+    """Send this process's record to observers (``process_report``), who take its delivery
+    counts then; their failures are logged and counted by ``notify``."""
     identity = process_identity()
-    try:
-        await get_monitor().server_heartbeat(
-            ServerRecord(
-                server_id=identity.server_id,
-                host=identity.host,
-                pid=identity.pid,
-                started_at=identity.started_at,
-                last_seen=time.time(),
-                connections=connections,
-                breaker_state=get_breaker().state.value,
-            ),
-            _ttl(),
-        )
-        await flush_tally()
-    except Exception:
-        logger.exception("Could not report this process to the connection monitor.")
-        hub_metrics().errors.labels(where="monitor_report").inc()
+    server = ServerRecord(
+        server_id=identity.server_id,
+        host=identity.host,
+        pid=identity.pid,
+        started_at=identity.started_at,
+        last_seen=time.time(),
+        connections=connections,
+        breaker_state=get_breaker().state.value,
+    )
+    await notify(process_report, server=server, ttl=_ttl())
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalConnections] = weakref.WeakKeyDictionary()

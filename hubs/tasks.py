@@ -83,14 +83,16 @@ def deliver_due() -> dict[str, Any]:
 
 
 def _flush_counts() -> None:
-    """Hand the dead letters this worker counted to the dashboard's per-minute figures (a server
-    does it in its presence loop; a worker has none)."""
-    from monitoring.monitor import flush_tally
+    """Let observers take the dead letters this worker counted (``process_report`` without a
+    server record: a server sends it from its presence loop; a worker has none)."""
+    from .signals import notify, process_report
 
     try:
-        loop_thread().run(flush_tally(), timeout=10.0)
+        loop_thread().run(
+            notify(process_report, server=None, ttl=float(conduit_settings.PRESENCE_TTL)), timeout=10.0
+        )
     except Exception:
-        logger.exception("Could not hand this worker's delivery counts to the connection monitor.")
+        logger.exception("Could not report this worker's delivery counts to observers.")
         hub_metrics().errors.labels(where="monitor_report").inc()
 
 

@@ -1,4 +1,4 @@
-"""App config of ``monitoring``."""
+"""App config of ``monitoring``: connects its receivers of the core's signals (``hubs.signals``)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,8 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Conduit RT monitoring"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .observer import connect
+
+        connect()

@@ -30,12 +30,12 @@ from django.template.response import TemplateResponse
 from hubs.delivery.breaker import BreakerState
 from hubs.delivery.pending import get_pending
 from hubs.metrics import hub_metrics
+from hubs.records import ConnectionRecord
 from hubs.send import aclose_connection
+from hubs.tally import process_identity
 
 from .metrics import read_state
 from .monitor import get_monitor
-from .records import ConnectionRecord
-from .tally import process_identity
 
 logger = logging.getLogger(__name__)
 

@@ -225,10 +225,11 @@ class CeleryWorkers(ConduitCheck):
         return None
 
     def get_app(self) -> Celery:
-        """The Celery app whose workers are pinged (``conduit_rt.celery.app``)."""
-        from conduit_rt.celery import app
+        """The Celery app whose workers are pinged: the project's current app (the one its
+        ``proj/__init__.py`` imports, as Celery's Django guide sets up), never a named project."""
+        from celery import current_app
 
-        return app
+        return current_app._get_current_object()
 
     def fail(self, message: str) -> ServiceWarning | ServiceUnavailable:
         return ServiceUnavailable(message) if self.critical else ServiceWarning(message)
@@ -312,7 +313,7 @@ class CircuitBreakers(MonitorCheck):
         opened = ["this process"] if local is BreakerState.OPEN else []
         timeout = health_timeout()
         try:
-            from monitoring.tally import process_identity
+            from hubs.tally import process_identity
 
             own = process_identity().server_id
             servers = await asyncio.wait_for(self.get_monitor().servers(), timeout)

@@ -30,11 +30,12 @@ from prometheus_client.registry import Collector
 from hubs.delivery.breaker import BreakerState, get_breaker
 from hubs.delivery.pending import get_pending
 from hubs.metrics import hub_metrics
+from hubs.records import ServerRecord
 from hubs.routing import routed_hub_names
+from hubs.tally import process_identity
 
 from .monitor import get_monitor
-from .records import HubSummary, MonitorSummary, ServerRecord
-from .tally import process_identity
+from .records import HubSummary, MonitorSummary
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from typing import Protocol
 from hubs.conf import conduit_settings
 from hubs.delivery.built import BuiltOnUse
 from hubs.delivery.redis import PerLoopRedis
+from hubs.records import ConnectionRecord, ServerRecord
+from hubs.tally import tally
 
-from .records import ConnectionRecord, HubSummary, MinuteCounts, MonitorSummary, ServerRecord
-from .tally import tally
+from .records import HubSummary, MinuteCounts, MonitorSummary
 
 #: A dead process's records are kept this long for the cleanup (seconds).
 RECORD_RETENTION = 86400

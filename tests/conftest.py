@@ -151,7 +151,7 @@ def no_embedded_retry_runner(monkeypatch):
     """Communicator tests run retry passes themselves, at times they choose; the embedded runner
     (one loop per server) is tested on its own in tests/integration/test_acked_delivery.py."""
     monkeypatch.setattr("hubs.hub.ensure_embedded_runner", lambda: False)
-    monkeypatch.setattr("hubs.hub.ensure_cleanup_runner", lambda: False)
+    monkeypatch.setattr("monitoring.observer.ensure_cleanup_runner", lambda: False)
 
 
 @pytest.fixture

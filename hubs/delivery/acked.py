@@ -1,4 +1,4 @@
-"""Acknowledged sends: register a pending entry per recipient, persist, publish; ack and nack.
+"""Acknowledged sends: register a pending entry per recipient, persist, publish.
 
 The one path of an acknowledged message (``docs/delivery.md``), ``send``:
 
@@ -17,7 +17,7 @@ the layer is back. A sender that dies before step 2 returned nothing to its call
 was never accepted (a history entry or pending entries it left are harmless: entries without a
 row are dropped after their retries, ``pending_orphan``).
 
-``acknowledge`` / ``nack`` handle the client's ``AcknowledgeMessage`` / ``NackMessage``.
+The client's answers, ``AcknowledgeMessage`` and ``NackMessage``, are ``hubs.delivery.receipts``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from ..conf import conduit_settings
 from ..fanout import group_send
 from ..metrics import hub_metrics
 from ..outbound import Outbound, encode_outbound
-from .ack_batch import ack_batcher
 from .breaker import get_breaker
 from .db_thread import run_in_db_thread
 from .history import get_history
@@ -288,48 +287,3 @@ async def _set_publish_after(message_id: str, now: float) -> None:
     except Exception:  # the grace time still brings it back
         logger.exception("Could not expedite spooled message %s.", message_id)
         hub_metrics().errors.labels(where="spool").inc()
-
-
-async def acknowledge(hub: str, connection_id: str, message_id: str) -> bool:
-    """``AcknowledgeMessage``: clear the connection's pending entry; True if there was one.
-    Batched with the process's other acks (``ack_batch``)."""
-    cleared = await ack_batcher().ack(connection_id, message_id)
-    metrics = hub_metrics()
-    metrics.child(metrics.acks, hub, "known" if cleared else "unknown").inc()
-    return cleared
-
-
-async def acknowledge_many(hub: str, connection_id: str, message_ids: Sequence[str]) -> list[bool]:
-    """``AcknowledgeMessages``: clear several of the connection's entries; for each id, whether it
-    was pending. They join the process's ack batch, with every other connection's acks."""
-    cleared = await ack_batcher().ack_many(connection_id, list(message_ids))
-    metrics = hub_metrics()
-    known = sum(cleared)
-    if known:
-        metrics.child(metrics.acks, hub, "known").inc(known)
-    if len(cleared) - known:
-        metrics.child(metrics.acks, hub, "unknown").inc(len(cleared) - known)
-    return cleared
-
-
-async def nack(
-    hub: str, connection_id: str, message_id: str, reason: str, *, now: float | None = None
-) -> str:
-    """``NackMessage``: apply ``NACK_POLICY``; returns what was done (retry, dead_letter, unknown).
-
-    ``retry`` makes the entry due now (the retry pass counts it as a failed attempt and sends it
-    again, or dead-letters it after the last one); ``dead_letter`` makes it a dead letter at once.
-    """
-    from .dead_letters import dead_letter_now
-
-    now = time.time() if now is None else now
-    policy = str(conduit_settings.NACK_POLICY)
-    pending = get_pending()
-    if policy == "dead_letter":
-        done = await dead_letter_now(connection_id, message_id, reason=reason, now=now)
-    else:
-        done = await pending.expedite(connection_id, message_id, now)
-    outcome = policy if done else "unknown"
-    hub_metrics().nacks.labels(hub=hub, policy=outcome).inc()
-    logger.info("Client %s nacked %s (%s): %s", connection_id, message_id, outcome, reason)
-    return outcome

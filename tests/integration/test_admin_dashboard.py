@@ -21,9 +21,9 @@ from hubs.delivery.pending import get_pending
 from hubs.models import DeadLetter
 from hubs.presence import local_connections
 from hubs.protocol import CloseMessage
+from hubs.records import ConnectionRecord
 from monitoring.dashboard import ADMIN_CLOSE_ERROR
 from monitoring.monitor import get_monitor
-from monitoring.records import ConnectionRecord
 from tests.support.delivery import delivery_settings
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

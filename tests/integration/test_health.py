@@ -28,11 +28,11 @@ from hubs import fanout
 from hubs.delivery import breaker
 from hubs.delivery.breaker import BreakerState, get_breaker
 from hubs.models import DeadLetter
+from hubs.records import ConnectionRecord, ServerRecord
+from hubs.tally import process_identity
 from monitoring import health
 from monitoring.health import CeleryWorkers
 from monitoring.monitor import MemoryMonitor
-from monitoring.records import ConnectionRecord, ServerRecord
-from monitoring.tally import process_identity
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -392,3 +392,18 @@ async def test_critical_celery_check_is_unhealthy(celery_app, redis_url):
     result = await CeleryWorkers(critical=True).get_result()
     assert isinstance(result.error, ServiceUnavailable), result.error
     assert health.result_status(result) is health.Status.UNHEALTHY
+
+
+def test_the_celery_check_pings_the_projects_current_app():
+    """The check finds the project's Celery app through ``celery.current_app``: the library
+    imports no project module (here the demo's ``conduit_rt.celery.app`` is the current one)."""
+    from conduit_rt.celery import app
+
+    app.set_current()  # as it is in a server process (other tests here create apps of their own)
+    assert CeleryWorkers().get_app() is app
+    other = Celery(f"health-test-{secrets.token_hex(3)}")  # created apps become the current one
+    try:
+        assert CeleryWorkers().get_app() is other
+    finally:
+        other.close()
+        app.set_current()

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 ECHO = "/hubs/echo"
 DIAG = "/hubs/diag"
-DIAGNOSTICS = "monitoring.diagnostics"
+DIAGNOSTICS = "hubs.diagnostics"
 HERE = __name__
 SEEN: list[tuple[str, Any]] = []
 ERROR_ID = re.compile(r"Error id: ([0-9a-f]{12})\.")
@@ -233,7 +233,7 @@ async def test_overriding_the_setting_rebuilds_the_chain_for_open_connections(hu
 
 
 @override_settings(
-    CONDUIT_RT={"HUB_FILTERS": ["monitoring.diagnostics.DiagnosticFilter", f"{HERE}.Gatekeeper"]}
+    CONDUIT_RT={"HUB_FILTERS": ["hubs.diagnostics.DiagnosticFilter", f"{HERE}.Gatekeeper"]}
 )
 async def test_a_filter_refuses_calls_and_streams_with_a_hub_error(hub_client, caplog):
     client = await hub_client(ECHO)
@@ -264,7 +264,7 @@ async def test_a_filter_changes_arguments_and_results(hub_client):
 
 async def test_a_bug_in_a_filter_is_an_unexpected_error(hub_client, caplog):
     with override_settings(
-        CONDUIT_RT={"HUB_FILTERS": ["monitoring.diagnostics.DiagnosticFilter", f"{HERE}.Buggy"]}
+        CONDUIT_RT={"HUB_FILTERS": ["hubs.diagnostics.DiagnosticFilter", f"{HERE}.Buggy"]}
     ):
         client = await hub_client(ECHO)
         done = await client.invoke("Echo", 1)

@@ -14,10 +14,10 @@ from hubs.delivery.members import get_members
 from hubs.naming import connection_channel, group_channel
 from hubs.presence import local_connections
 from hubs.protocol import CloseMessage
+from hubs.records import ConnectionRecord
 from hubs.send import get_hub_context
 from monitoring.cleanup import CleanupResult, cleanup_stale, idle_close_error
 from monitoring.monitor import get_monitor
-from monitoring.records import ConnectionRecord
 from tests.support.delivery import delivery_settings
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

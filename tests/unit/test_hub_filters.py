@@ -13,13 +13,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from hubs.context import ConnectionContext
+from hubs.diagnostics import DiagnosticFilter
 from hubs.errors import HubError, UnexpectedError
 from hubs.filters import HubFilter, HubInvocation, build_chain, get_chain, get_filters
 from hubs.methods import MethodSpec
-from monitoring.diagnostics import DiagnosticFilter
 
 TIMEOUT = 3.0
-DIAGNOSTICS = "monitoring.diagnostics"
+DIAGNOSTICS = "hubs.diagnostics"
 HEX12 = re.compile(r"[0-9a-f]{12}")
 
 CALLS: list[str] = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from hubs.records import ConnectionRecord, ServerRecord
 from monitoring.monitor import MemoryMonitor, RedisMonitor
-from monitoring.records import ConnectionRecord, ServerRecord
 
 
 class Clock:

@@ -1,8 +1,9 @@
 """This process's identity and its running counts of messages delivered and failed.
 
-Delivery paths add to the tally in memory (no I/O per message); the presence loop of a server
-(``hubs.presence``) and the retry pass of a worker hand the counts to the monitor's per-minute
-buckets (``Monitor.count_minute``) every few seconds, for the dashboard's chart.
+Delivery paths add to the tally in memory (no I/O per message). Every few seconds the presence
+loop of a server (``hubs.presence``) and each retry pass of a worker send
+``hubs.signals.process_report``; an observer takes the counts then (the ``monitoring`` app adds
+them to its per-minute figures, for the dashboard's chart).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hubs.errors import HubError, UnexpectedError
-from hubs.filters import CallNext, HubFilter, HubInvocation
+from .errors import HubError, UnexpectedError
+from .filters import CallNext, HubFilter, HubInvocation
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def new_error_id() -> str:
 
 class DiagnosticFilter(HubFilter):
     """Logs each invocation with its hub, method, connection id, invocation id, duration, outcome
-    and correlation id, on the ``monitoring.diagnostics`` logger:
+    and correlation id, on the ``hubs.diagnostics`` logger:
 
     - ``ok`` at DEBUG (the line is only built when DEBUG is enabled: acks are a hot path);
     - ``hub_error`` (a ``HubError``, which the client sees as usual) at INFO, with its message;

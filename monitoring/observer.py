@@ -1,0 +1,62 @@
+"""The monitoring app's receivers of the core's signals (``hubs.signals``): they keep the
+connection monitor (``monitoring.monitor``) in step with the connections and processes the core
+reports, and start the embedded stale cleanup with a server's first connection.
+
+Connected by ``MonitoringConfig.ready()``; without the app in ``INSTALLED_APPS`` nothing listens
+and the core serves as before. A receiver's error is logged and counted by the core's ``notify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hubs import signals
+from hubs.records import ConnectionRecord, ServerRecord
+
+from .monitor import flush_tally, get_monitor
+from .runner import ensure_cleanup_runner
+
+
+async def connection_opened(sender: Any, record: ConnectionRecord, ttl: float, **kwargs: Any) -> None:
+    """Write the new connection's record; the first connection of a loop starts the embedded
+    cleanup runner (daphne serves no lifespan events to start it earlier)."""
+    ensure_cleanup_runner()
+    await get_monitor().upsert([record], ttl)
+
+
+async def connection_changed(sender: Any, record: ConnectionRecord, ttl: float, **kwargs: Any) -> None:
+    """Write the record of a connection that joined or left a group."""
+    await get_monitor().upsert([record], ttl)
+
+
+async def connections_renewed(
+    sender: Any, records: Sequence[ConnectionRecord], ttl: float, **kwargs: Any
+) -> None:
+    """Write every record of a presence round, renewing their leases."""
+    await get_monitor().upsert(records, ttl)
+
+
+async def connection_closed(sender: Any, connection_id: str, hub: str, **kwargs: Any) -> None:
+    """Remove a closed connection's record."""
+    await get_monitor().remove(connection_id, hub)
+
+
+async def process_report(sender: Any, server: ServerRecord | None, ttl: float, **kwargs: Any) -> None:
+    """Write a serving process's record, then add its delivery counts to the per-minute figures."""
+    if server is not None:
+        await get_monitor().server_heartbeat(server, ttl)
+    await flush_tally()
+
+
+def connect() -> None:
+    """Connect the receivers (idempotent: each has a ``dispatch_uid``)."""
+    receivers = (
+        (signals.connection_opened, connection_opened),
+        (signals.connection_changed, connection_changed),
+        (signals.connections_renewed, connections_renewed),
+        (signals.connection_closed, connection_closed),
+        (signals.process_report, process_report),
+    )
+    for signal, receiver in receivers:
+        signal.connect(receiver, dispatch_uid=f"monitoring.{receiver.__name__}")
