@@ -67,9 +67,14 @@ async def create_task(request: HttpRequest) -> HttpResponse:
 
     task_type = "video-generation"
     if request.content_type == "application/json" and request.body.strip():
+        max_body = 16 * 1024  # {"taskType": ...} needs a few dozen bytes
+        if len(request.body) > max_body:
+            return JsonResponse({"error": f"The body is limited to {max_body} bytes."}, status=413)
         try:
             body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+        except RecursionError:  # e.g. thousands of "[": json.loads recurses per level
+            return JsonResponse({"error": "The body is nested too deeply."}, status=400)
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError included
             return JsonResponse({"error": "The body must be a JSON object."}, status=400)
         if not isinstance(body, dict):
             return JsonResponse({"error": "The body must be a JSON object."}, status=400)

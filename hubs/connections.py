@@ -50,12 +50,20 @@ def register(hub: str, user_pk: str | None, *, version: int) -> tuple[str, str]:
 
 
 async def aclaim(token: str) -> NegotiatedConnection | None:
-    """Take a negotiated connection for a WebSocket, once; None if unknown or expired."""
+    """Take a negotiated connection for a WebSocket, once; None if unknown, expired or already
+    taken (also by a WebSocket racing this one with the same token)."""
     if not token or len(token) > 64:
         return None
     cache = _cache()
-    record = await cache.aget(_key(token))
+    key = _key(token)
+    record = await cache.aget(key)
     if record is None:
         return None
-    await cache.adelete(_key(token))
+    # The claim is the delete, not the read: several WebSockets may read the record at once, but
+    # only one delete removes the key, and Django's ``delete()`` answers whether it did. That is
+    # one atomic step in both backends the project uses: LocMemCache deletes under its lock and
+    # answers False for a missing key; RedisCache sends one DEL and answers ``bool(count)``.
+    # Whoever gets False lost the race (or the record expired in between): refused.
+    if not await cache.adelete(key):
+        return None
     return NegotiatedConnection(connection_id=record["cid"], hub=record["hub"], user_pk=record["uid"])

@@ -562,8 +562,18 @@ class Hub(AsyncConsumer):
         assert self._invocations is not None
         while True:
             msg = await self._invocations.get()
-            await self._within_rate_limit()
-            await self._invoke(msg)
+            try:
+                await self._within_rate_limit()
+                await self._invoke(msg)
+            except Exception:
+                # Hub code's errors are answered in _invoke; this is what is left (e.g. an error
+                # reply no protocol can encode, for an invocation id no UTF-8 can hold). Ending
+                # the worker would leave an open socket that never answers again; this
+                # invocation cannot be answered, so the connection is closed with an error.
+                logger.exception("%s: could not handle an invocation; closing.", self.get_hub_name())
+                hub_metrics().errors.labels(where="invocation").inc()
+                await self._close_with("Connection closed with an error.", allow_reconnect=True)
+                return
 
     async def _within_rate_limit(self) -> None:
         """Before each queued invocation runs: wait while the client is over ``RATE_LIMIT``
@@ -646,9 +656,17 @@ class Hub(AsyncConsumer):
             detail = self._detail(exc)
             await self._complete(msg, error=client_errors.invocation_failed(msg.target, detail=detail))
             return
-        self._count_invocation(hub, spec.wire_name, "ok", started)
         if msg.invocation_id:
-            await self._write(CompletionMessage.with_result(msg.invocation_id, to_wire(result)))
+            try:
+                await self._write(CompletionMessage.with_result(msg.invocation_id, to_wire(result)))
+            except Exception as exc:  # the result cannot be sent, e.g. a string no UTF-8 can hold
+                logger.exception("%s: the result of %s cannot be sent.", hub, spec.wire_name)
+                hub_metrics().errors.labels(where="invocation_result").inc()
+                self._count_invocation(hub, spec.wire_name, "error", started)
+                detail = self._detail(exc)
+                await self._complete(msg, error=client_errors.invocation_failed(msg.target, detail=detail))
+                return
+        self._count_invocation(hub, spec.wire_name, "ok", started)
 
     def _hub_invocation(
         self, msg: InvocationMessage | StreamInvocationMessage, spec: MethodSpec

@@ -7,7 +7,10 @@ from typing import Protocol, runtime_checkable
 
 from .messages import HubMessage
 
-MIN_VERSION = 1
+#: The version of both protocols (JSON and MessagePack), as ASP.NET Core 8+ declares them
+#: (``ProtocolVersion = 2``, 2 adding the stateful-reconnect messages). Like its
+#: ``IsVersionSupported`` (``version <= Version``), any version up to this one is accepted:
+#: clients that ask for 0 (signalrcore's default JSON handshake) or 1 included.
 MAX_VERSION = 2
 
 
@@ -33,7 +36,7 @@ class HubProtocol(Protocol):
     transfer_format: str
 
     def is_version_supported(self, version: int) -> bool:
-        """Whether the handshake ``version`` is acceptable (1 and 2)."""
+        """Whether the handshake ``version`` is acceptable: any up to ``MAX_VERSION``, as ASP.NET."""
         ...
 
     def decoder(self, max_message_size: int) -> MessageDecoder:

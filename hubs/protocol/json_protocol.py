@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import EncodeError
-from .hub_protocol import MAX_VERSION, MIN_VERSION
+from .hub_protocol import MAX_VERSION
 from .json_decoder import JsonMessageDecoder
 from .messages import (
     AckMessage,
@@ -102,8 +102,8 @@ class JsonHubProtocol:
     transfer_format = "Text"
 
     def is_version_supported(self, version: int) -> bool:
-        """Versions 1 and 2 (2 enables stateful reconnect)."""
-        return MIN_VERSION <= version <= MAX_VERSION
+        """Any version up to 2, as ASP.NET's ``version <= Version``: 0 and 1 too."""
+        return version <= MAX_VERSION
 
     def decoder(self, max_message_size: int) -> JsonMessageDecoder:
         """A per-connection decoder limiting each record to ``max_message_size`` bytes."""

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 
 from .errors import EncodeError
-from .hub_protocol import MAX_VERSION, MIN_VERSION
+from .hub_protocol import MAX_VERSION
 from .messages import (
     AckMessage,
     CancelInvocationMessage,
@@ -83,8 +83,8 @@ class MessagePackHubProtocol:
     transfer_format = "Binary"
 
     def is_version_supported(self, version: int) -> bool:
-        """Versions 1 and 2 (2 enables stateful reconnect)."""
-        return MIN_VERSION <= version <= MAX_VERSION
+        """Any version up to 2, as ASP.NET's ``version <= Version``: 0 and 1 too."""
+        return version <= MAX_VERSION
 
     def decoder(self, max_message_size: int) -> MessagePackMessageDecoder:
         """A per-connection decoder limiting each framed record to ``max_message_size``."""

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from hubs.auth.tokens import read_token
 from hubs.models import Task
@@ -61,6 +61,30 @@ def test_create_task_rejects_bad_bodies(alice_token, body, status):
     )
     assert response.status_code == status
     assert "error" in response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ("[" * 100_000, 413, "The body is limited to 16384 bytes."),
+        ("[" * 10_000, 400, "The body is nested too deeply."),
+        ('{"taskType": ' + "[" * 5_000 + "]" * 5_000 + "}", 400, "The body is nested too deeply."),
+        ("[" * 50, 400, "The body must be a JSON object."),
+        (b"\xff\xfe{}", 400, "The body must be a JSON object."),
+    ],
+    ids=["huge", "deep", "deep-valid", "truncated", "not-utf8"],
+)
+async def test_create_task_answers_hostile_bodies_with_a_json_error(alice_token, body, status, error):
+    response = await AsyncClient().post(
+        "/api/tasks/",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {alice_token}"},
+    )
+    assert response.status_code == status
+    assert response.json() == {"error": error}
+    assert not await Task.objects.aexists()
 
 
 def test_create_task_needs_authentication(db):

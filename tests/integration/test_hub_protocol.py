@@ -141,6 +141,24 @@ async def test_handshake_errors_are_answered_then_closed(hub_client, request_tex
     assert (await client.communicator.receive_output(timeout=3))["type"] == "websocket.close"
 
 
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+@pytest.mark.parametrize("version", [0, 1, 2])
+async def test_handshake_accepts_every_version_up_to_the_protocols_own(hub_client, protocol, version):
+    # ASP.NET: IsVersionSupported(version) => version <= Version (2). signalrcore asks for 0.
+    client = await hub_client(ECHO, protocol=protocol, handshake=False)
+    assert await client.handshake(version, binary=protocol == "messagepack") == {}
+    assert (await client.invoke("Echo", version)).result == version
+
+
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+async def test_handshake_refuses_a_version_above_the_protocols_own(hub_client, protocol):
+    client = await hub_client(ECHO, protocol=protocol, handshake=False)
+    assert await client.handshake(3) == {
+        "error": f"The server does not support version 3 of the '{protocol}' protocol."
+    }
+    assert (await client.communicator.receive_output(timeout=3))["type"] == "websocket.close"
+
+
 async def test_malformed_handshake_is_answered_with_an_error(hub_client):
     client = await hub_client(ECHO, handshake=False)
     await client.send_raw("not json\x1e")
@@ -296,3 +314,66 @@ async def test_memberships_follow_joins_leaves_and_disconnects(hub_client):
     await client.invoke("Join", "room 9")
     await client.close()  # returns once the consumer has finished its teardown
     assert connection_id not in await registry.members([room, all_channel("echo")])
+
+
+def _errors_counted(where: str) -> float:
+    from prometheus_client import REGISTRY
+
+    from hubs.metrics import hub_metrics
+
+    hub_metrics()  # registered
+    return REGISTRY.get_sample_value("conduit_errors_total", {"where": where}) or 0.0
+
+
+async def test_a_lone_surrogate_target_is_answered_and_the_connection_serves_on(hub_client):
+    client = await hub_client(ECHO)
+    # A JSON escape of a lone surrogate: valid JSON text, but no UTF-8 can carry it back.
+    await client.send_raw('{"type":1,"invocationId":"bad","target":"\\ud800x","arguments":[]}\x1e')
+    done = await client.receive_skipping_pings()
+    assert isinstance(done, CompletionMessage) and done.invocation_id == "bad"
+    assert done.error == (
+        "Failed to invoke '\ufffdx' due to an error on the server. HubException: Method does not exist."
+    )
+    await client.send_raw('{"type":4,"invocationId":"s","target":"\\udfffStream","arguments":[]}\x1e')
+    done = await client.receive_skipping_pings()
+    assert done.invocation_id == "s" and "'\ufffdStream'" in done.error
+    assert (await client.invoke("Echo", "after")).result == "after"
+
+
+@override_settings(CONDUIT_RT={"HUB_FILTERS": []})
+async def test_an_unencodable_result_is_answered_with_an_error_and_counted(hub_client):
+    client = await hub_client(ECHO)
+    errors = _errors_counted("invocation_result")
+    await client.send_raw('{"type":1,"invocationId":"r","target":"Echo","arguments":["\\ud800"]}\x1e')
+    done = await client.receive_skipping_pings()
+    assert done.invocation_id == "r"
+    assert done.error == "An unexpected error occurred invoking 'Echo' on the server."
+    assert _errors_counted("invocation_result") == errors + 1
+    assert (await client.invoke("Echo", "after")).result == "after"
+
+
+async def test_an_invocation_that_cannot_be_answered_closes_the_connection_with_an_error(hub_client):
+    client = await hub_client(ECHO)
+    errors = _errors_counted("invocation")
+    # Not even an error can name this invocation id: the connection is closed, not left mute.
+    await client.send_raw('{"type":1,"invocationId":"\\ud800","target":"Missing","arguments":[]}\x1e')
+    close = await client.receive_skipping_pings()
+    assert close == CloseMessage(error="Connection closed with an error.", allow_reconnect=True)
+    assert (await client.communicator.receive_output(timeout=3))["type"] == "websocket.close"
+    assert _errors_counted("invocation") == errors + 1
+
+
+async def test_messagepack_invalid_utf8_target_closes_with_a_specific_error(hub_client):
+    import msgpack
+
+    from hubs.protocol.varint import encode_varint
+
+    client = await hub_client(ECHO, protocol="messagepack")
+    # msgpack str 0xa2 followed by two bytes that are no UTF-8 (a lone surrogate, CESU-encoded: 3).
+    body = msgpack.packb([1, {}, "bad", "T", [], []])
+    body = body.replace(b"\xa1T", b"\xa3\xed\xa0\x80")
+    await client.send_raw(encode_varint(len(body)) + body)
+    close = await client.receive_skipping_pings()
+    assert isinstance(close, CloseMessage)
+    assert close.error.startswith("Connection closed with an error. Invalid message:")
+    assert "utf-8" in close.error

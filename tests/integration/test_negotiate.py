@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient, override_settings
@@ -157,3 +160,42 @@ async def test_an_error_while_accepting_refuses_only_that_client(ws_app, alice_t
     fine = await connect(ws_app, "/hubs/tasks", alice_token)
     assert (await fine.connect(timeout=3))[0]
     await fine.disconnect()
+
+
+async def _race_for_one_token(ws_app, token: str, racers: int = 8) -> None:
+    """``racers`` WebSockets present the same negotiated token at once: exactly one is accepted."""
+    _, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=1", token)
+    path = f"/hubs/tasks?id={body['connectionToken']}"
+    communicators = [await connect(ws_app, path, token) for _ in range(racers)]
+    outcomes = await asyncio.gather(*(c.connect(timeout=5) for c in communicators))
+    accepted = [c for c, (ok, _) in zip(communicators, outcomes, strict=True) if ok]
+    try:
+        assert len(accepted) == 1, outcomes
+        winner = HubClient(accepted[0])
+        assert await winner.handshake() == {}
+        assert (await winner.invoke("Ping")).error is None
+        late = await connect(ws_app, path, token)
+        assert not (await late.connect(timeout=3))[0]
+        await late.disconnect()
+    finally:
+        for communicator in communicators:
+            await communicator.disconnect(timeout=3)
+
+
+async def test_concurrent_websockets_claim_a_negotiated_token_once_locmem(ws_app, alice_token):
+    await _race_for_one_token(ws_app, alice_token)
+
+
+async def test_concurrent_websockets_claim_a_negotiated_token_once_redis(ws_app, alice_token, redis_url):
+    caches = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"claim-race-{uuid.uuid4().hex}",
+        }
+    }
+    with override_settings(CACHES=caches):
+        from django.core.cache import caches as handler
+
+        assert type(handler["default"]).__name__ == "RedisCache"
+        await _race_for_one_token(ws_app, alice_token)

@@ -12,8 +12,9 @@ signalrcore is thread based: ``start()`` returns once the WebSocket is open, bef
 is answered, and every callback runs on the library's receive thread. Its quirks, as this driver
 sees them:
 
-* the protocol must be given explicitly: left to negotiate, it is built with the negotiate version
-  (0) as its handshake version;
+* left to its defaults it builds its protocol from the negotiate answer, with the negotiate version
+  (0) as its handshake version, which the server accepts as ASP.NET does (any version up to the
+  protocol's own); the driver only names the encoding for MessagePack;
 * a failed invocation reaches only the global ``on_error`` callback (with the Completion, whose
   invocation id the driver chose), a successful one only the invocation's own callback;
 * it has no fire-and-forget invocation: ``send()`` is an alias of ``invoke()``, so the server
@@ -37,9 +38,8 @@ from typing import Any
 from signalrcore.hub.base_hub_connection import BaseHubConnection
 from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.messages.completion_message import CompletionMessage
-from signalrcore.protocol.json_hub_protocol import JsonHubProtocol
-from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol
 from signalrcore.transport.base_transport import TransportState
+from signalrcore.types import HubProtocolEncoding
 
 CONNECTION_LOST = "Invocation canceled due to the underlying connection being closed."
 NOT_CONNECTED = "Cannot send data if the connection is not in the 'Connected' State."
@@ -62,13 +62,14 @@ class Driver:
         self.config = config
         self.reconnect: list[int] | None = config.get("reconnect") or None  # [] retries nothing
         token = str(config["token"])
-        protocol = MessagePackHubProtocol() if config.get("protocol") == "messagepack" else JsonHubProtocol()
         builder = (
             HubConnectionBuilder()
             .with_url(config["url"], options={"access_token_factory": lambda: token})
-            .with_hub_protocol(protocol)
             .configure_logging(logging.ERROR)
         )
+        if config.get("protocol") == "messagepack":
+            # The encoding only: signalrcore still builds the protocol (and its version) itself.
+            builder = builder.with_hub_protocol(HubProtocolEncoding.binary)
         if self.reconnect is not None:
             builder = builder.with_automatic_reconnect(
                 {"type": "interval", "intervals": [delay / 1000 for delay in self.reconnect]}

@@ -133,16 +133,22 @@ def test_protocol_attributes():
     assert (json_protocol.name, json_protocol.transfer_format) == ("json", "Text")
     assert (msgpack_protocol.name, msgpack_protocol.transfer_format) == ("messagepack", "Binary")
     for protocol in (json_protocol, msgpack_protocol):
-        assert [protocol.is_version_supported(v) for v in (0, 1, 2, 3)] == [
+        # ASP.NET's IsVersionSupported is ``version <= Version`` (Version = 2 for both): any
+        # lower version is accepted, 0 included (signalrcore's default JSON handshake).
+        assert [protocol.is_version_supported(v) for v in (-1, 0, 1, 2, 3, 99)] == [
+            True,
+            True,
+            True,
+            True,
             False,
-            True,
-            True,
             False,
         ]
 
 
 def test_select_protocol():
     assert select_protocol(HandshakeRequest("json", 2)).name == "json"
+    assert select_protocol(HandshakeRequest("json", 0)).name == "json"
+    assert select_protocol(HandshakeRequest("messagepack", 0)).name == "messagepack"
     with pytest.raises(HandshakeError) as info:
         select_protocol(HandshakeRequest("json", 3))
     assert str(info.value) == "The server does not support version 3 of the 'json' protocol."
