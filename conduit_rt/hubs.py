@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 HUBS: dict[str, str] = {
-    "hubs/tasks": "hubs.task_hubs.TaskHub",
-    "hubs/video-generation": "hubs.task_hubs.VideoGenerationHub",
+    "hubs/tasks": "conduit_rt.demo.hubs.TaskHub",
+    "hubs/video-generation": "conduit_rt.demo.hubs.VideoGenerationHub",
 }

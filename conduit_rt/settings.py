@@ -8,6 +8,7 @@ Environment variables:
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
 - ``CELERY_TASK_ALWAYS_EAGER``: run Celery tasks in the calling process (default: without Redis).
 - ``CONDUIT_RT_<KEY>``: overrides one key of ``CONDUIT_RT`` (see ``docs/settings.md``).
+- ``CONDUIT_DEMO_<KEY>``: overrides one setting of the demo (``conduit_rt/demo/conf.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from conduit_rt.demo.conf import environ_overrides as demo_environ_overrides
 from hubs.beat import beat_schedule
 from hubs.conf import environ_overrides
 
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "hubs",
     "monitoring",
+    "conduit_rt.demo",
 ]
 
 MIDDLEWARE = [
@@ -132,6 +135,9 @@ CONDUIT_RT: dict[str, object] = {
     "ALLOWED_ORIGINS": [],
     **environ_overrides(os.environ),
 }
+# The demo's task simulation and page (conduit_rt/demo/conf.py); CONDUIT_DEMO_<KEY> overrides.
+CONDUIT_DEMO: dict[str, object] = demo_environ_overrides(os.environ)
+
 # One prefix names everything this deployment keeps in Redis (layer keys, cache keys, the Celery
 # queue), so several deployments can share one Redis without seeing each other's messages.
 key_prefix = str(CONDUIT_RT.get("KEY_PREFIX", "conduit"))  # lower case: not a Django setting

@@ -11,7 +11,7 @@ from hubs.routing import negotiate_urls
 from monitoring import views as monitoring_views
 from monitoring.health import HealthView
 
-from . import views
+from .demo import views
 from .hubs import HUBS
 
 urlpatterns = [

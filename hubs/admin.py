@@ -1,4 +1,4 @@
-"""Admin of the hubs app: tasks, acknowledged messages, and dead letters (requeue, purge).
+"""Admin of the hubs app: acknowledged messages and dead letters (requeue, purge).
 
 Acknowledged messages and dead letters are records the delivery layer writes, so both are
 read-only here: nobody adds or edits them by hand. Dead letters can be requeued (delivered again,
@@ -19,15 +19,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .delivery.dead_letters import purge, requeue
-from .models import AckedMessage, DeadLetter, Task
-
-
-@admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ("id", "task_type", "owner", "status", "progress", "updated_at")
-    list_filter = ("status", "task_type")
-    search_fields = ("id", "owner__username", "message")
-    readonly_fields = ("id", "created_at", "updated_at")
+from .models import AckedMessage, DeadLetter
 
 
 def pretty_json(value: Any) -> str:

@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": None,
     # --- Acknowledged delivery (docs/delivery.md) ------------------------------------------------
     # Events sent acknowledged when the sender does not say (``asend(..., ack=None)``).
-    "ACK_EVENTS": ["TaskCompleted", "TaskFailed", "TaskCancelled"],
+    "ACK_EVENTS": [],
     # Seconds a recipient has to acknowledge an attempt before it counts as failed.
     "ACK_TIMEOUT": 10.0,
     # Retries after the first attempt; then the message becomes a dead letter (Celery's name).
@@ -123,14 +123,6 @@ DEFAULTS: dict[str, Any] = {
     "KEY_PREFIX": "conduit",
     # Cache alias holding negotiated connection tokens (shared by all processes in production).
     "CACHE_ALIAS": "default",
-    # --- Demo task simulation ------------------------------------------------------------------
-    # Seconds between creating a demo task and its TaskStarted, so a client can subscribe first.
-    "DEMO_TASK_START_DELAY": 1.0,
-    # Number of TaskProgress steps and the seconds between them.
-    "DEMO_TASK_STEPS": 10,
-    "DEMO_TASK_STEP_INTERVAL": 1.0,
-    # How often the demo page's helper pings the hub to measure the connection's quality (ms).
-    "DEMO_PING_INTERVAL_MS": 10000,
 }
 
 IMPORT_STRINGS: frozenset[str] = frozenset({"TOKEN_VALIDATORS", "HISTORY_BACKEND", "HUB_FILTERS"})

@@ -1,51 +1,8 @@
-"""Models of the hubs app: the tasks whose progress the task hubs publish."""
+"""Models of the hubs app: acknowledged messages and dead letters (``docs/delivery.md``)."""
 
 from __future__ import annotations
 
-import uuid
-
-from django.conf import settings
 from django.db import models
-
-
-class Task(models.Model):
-    """A unit of background work owned by a user; its events go to the group ``task-<id>``."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conduit_tasks"
-    )
-    task_type = models.CharField(max_length=64, default="video-generation")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    progress = models.PositiveSmallIntegerField(default=0)
-    message = models.CharField(max_length=500, blank=True, default="")
-    result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.task_type} {self.id} ({self.status}, {self.progress}%)"
-
-    @property
-    def group_name(self) -> str:
-        return task_group(self.id)
-
-
-def task_group(task_id: object) -> str:
-    """The hub group that receives a task's events."""
-    return f"task-{task_id}"
 
 
 class AckedMessage(models.Model):

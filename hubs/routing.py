@@ -1,7 +1,7 @@
 """Routing helpers: one mapping of URL path → hub class gives both the WebSocket routes and the
 negotiate URLs, so the two can never disagree.
 
-    HUBS = {"hubs/tasks": "hubs.task_hubs.TaskHub"}
+    HUBS = {"hubs/tasks": "conduit_rt.demo.hubs.TaskHub"}
     # asgi.py:  ProtocolTypeRouter({"http": ..., "websocket": websocket_application(HUBS)})
     # urls.py:  urlpatterns += negotiate_urls(HUBS)
 """

@@ -1,7 +1,7 @@
 """The send facade: reach hub clients from anywhere (views, signals, commands, Celery tasks).
 
     from hubs.send import get_hub_context
-    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    tasks = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     tasks.clients.group("task-42").send("TaskProgress", {"task_id": "42", "progress_percentage": 50})
     await tasks.clients.user(user.pk).asend("Notice", {"text": "hello"})
     tasks.groups.add(connection_id, "task-42")

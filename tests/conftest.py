@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
+from conduit_rt.demo.models import Task
 from hubs.auth.tokens import issue_token
-from hubs.models import Task
 from hubs.routing import websocket_application
 from tests.support.hub_client import HubClient
 
@@ -64,8 +64,8 @@ def redis_url() -> str:
 
 
 TEST_HUBS = {
-    "hubs/tasks": "hubs.task_hubs.TaskHub",
-    "hubs/video-generation": "hubs.task_hubs.VideoGenerationHub",
+    "hubs/tasks": "conduit_rt.demo.hubs.TaskHub",
+    "hubs/video-generation": "conduit_rt.demo.hubs.VideoGenerationHub",
     "hubs/echo": "tests.support.echo_hub.EchoHub",
 }
 

@@ -48,7 +48,7 @@ def test_staff_sees_clients_disconnects_one_and_requeues_a_dead_letter(make_site
 
     # The completion reaches all three; two acknowledge it, the keeper refuses it: a dead letter.
     message_id = site.shell(
-        f"from hubs import task_events; print(task_events.task_completed('{task_id}'))",
+        f"from conduit_rt.demo import task_events; print(task_events.task_completed('{task_id}'))",
     )
     for client in started:
         assert (

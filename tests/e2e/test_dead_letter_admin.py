@@ -43,7 +43,7 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
         "get_user_model().objects.create_superuser('staff', 'staff@example.com', 'staff-pw')",
     )
     task_id = site.shell(
-        "from django.contrib.auth import get_user_model; from hubs.models import Task; "
+        "from django.contrib.auth import get_user_model; from conduit_rt.demo.models import Task; "
         "print(Task.objects.create(owner=get_user_model().objects.get(username='alice')).pk)",
     )
     server = site.server()
@@ -53,7 +53,7 @@ def test_never_acked_to_dead_letter_to_admin_requeue_to_acked(make_site, clients
     assert client.invoke("SubscribeToTask", task_id)["event"] == "result"
 
     message_id = site.shell(
-        f"from hubs import task_events; print(task_events.task_completed('{task_id}'))",
+        f"from conduit_rt.demo import task_events; print(task_events.task_completed('{task_id}'))",
     )
     arrivals = []
     for retry in range(MAX_RETRIES + 1):

@@ -81,7 +81,7 @@ class Deployment:
 
     def new_task(self) -> str:
         code = (
-            "from django.contrib.auth import get_user_model; from hubs.models import Task; "
+            "from django.contrib.auth import get_user_model; from conduit_rt.demo.models import Task; "
             "print(Task.objects.create(owner=get_user_model().objects.get(username='alice')).pk)"
         )
         return self.site.shell(code)

@@ -16,10 +16,10 @@ ARTIFACTS = ROOT / "artifacts"
 def test_demo_page_shows_a_task_running_to_completion(make_site, protocol):
     site = make_site(
         redis=False,
-        CONDUIT_RT_DEMO_TASK_START_DELAY="0.5",
-        CONDUIT_RT_DEMO_TASK_STEPS="5",
-        CONDUIT_RT_DEMO_TASK_STEP_INTERVAL="0.3",
-        CONDUIT_RT_DEMO_PING_INTERVAL_MS="500",
+        CONDUIT_DEMO_TASK_START_DELAY="0.5",
+        CONDUIT_DEMO_TASK_STEPS="5",
+        CONDUIT_DEMO_TASK_STEP_INTERVAL="0.3",
+        CONDUIT_DEMO_PING_INTERVAL_MS="500",
     )
     site.manage("ensure_demo_user")
     server = site.server()

@@ -46,10 +46,10 @@ def driver(server, token: str, task_id: str, **config) -> ClientProcess:
 def send_acked_progress(site: Site, task_id: str, count: int) -> None:
     """``count`` acknowledged TaskProgress events to the task's group, from another process."""
     site.shell(
-        "from hubs.models import task_group\n"
+        "from hubs.task_progress.state import task_group\n"
         "from hubs.send import get_hub_context\n"
         "import uuid\n"
-        "group = get_hub_context('hubs.task_hubs.TaskHub').clients.group(task_group(uuid.UUID("
+        "group = get_hub_context('conduit_rt.demo.hubs.TaskHub').clients.group(task_group(uuid.UUID("
         f"{task_id!r})))\n"
         f"for i in range(1, {count} + 1):\n"
         "    group.send('TaskProgress', {'taskId': "

@@ -69,7 +69,7 @@ SETUP = """
 import json
 from django.contrib.auth import get_user_model
 from hubs.auth.tokens import issue_token
-from hubs.models import Task
+from conduit_rt.demo.models import Task
 users = []
 for i in range({users}):
     user, _ = get_user_model().objects.get_or_create(username=f"load{{i}}")

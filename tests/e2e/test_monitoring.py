@@ -88,7 +88,7 @@ def test_two_servers_one_picture_and_a_killed_server_drops_out(two_servers, clie
     delivered = 'conduit_messages_delivered_total{hub="tasks",method="TaskProgress"}'
     before = scrape(first).get(delivered, 0.0)
     site.shell(
-        f"from hubs import task_events; task_events.task_progress('{task_id}', 40, message='x')",
+        f"from conduit_rt.demo import task_events; task_events.task_progress('{task_id}', 40, message='x')",
     )
     for client in on_first + on_second:
         client.expect("message", target="TaskProgress", timeout=10)

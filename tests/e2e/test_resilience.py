@@ -56,9 +56,9 @@ def test_without_keep_alive_the_client_would_time_out(site, tokens, clients):
 def test_two_servers_share_groups_over_redis(site, tokens, clients):
     fast_demo = {
         "CELERY_TASK_ALWAYS_EAGER": "1",  # the simulation runs inside server one
-        "CONDUIT_RT_DEMO_TASK_START_DELAY": "2",
-        "CONDUIT_RT_DEMO_TASK_STEPS": "3",
-        "CONDUIT_RT_DEMO_TASK_STEP_INTERVAL": "0.2",
+        "CONDUIT_DEMO_TASK_START_DELAY": "2",
+        "CONDUIT_DEMO_TASK_STEPS": "3",
+        "CONDUIT_DEMO_TASK_STEP_INTERVAL": "0.2",
     }
     one = site.server(env=fast_demo)
     two = site.server()
@@ -107,9 +107,9 @@ def test_negotiate_on_one_server_and_connect_to_another(site, tokens):
 
 def test_celery_worker_runs_the_demo_task(make_site, clients):
     demo = {
-        "CONDUIT_RT_DEMO_TASK_START_DELAY": "2",
-        "CONDUIT_RT_DEMO_TASK_STEPS": "4",
-        "CONDUIT_RT_DEMO_TASK_STEP_INTERVAL": "0.1",
+        "CONDUIT_DEMO_TASK_START_DELAY": "2",
+        "CONDUIT_DEMO_TASK_STEPS": "4",
+        "CONDUIT_DEMO_TASK_STEP_INTERVAL": "0.1",
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }
     worker_site = make_site(**demo)

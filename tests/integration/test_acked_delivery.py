@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
-from hubs import task_events
+from conduit_rt.demo import task_events
 from hubs.delivery import members
 from hubs.delivery.acked import DeliveryUnavailable
 from hubs.delivery.breaker import BreakerState, get_breaker

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import AsyncClient, Client
 
+from conduit_rt.demo.models import Task
 from hubs.auth.tokens import read_token
-from hubs.models import Task
 
 pytestmark = [pytest.mark.django_db]
 
@@ -23,7 +23,7 @@ def no_simulation(monkeypatch):
     async def record(task_id: str) -> None:
         started.append(task_id)
 
-    monkeypatch.setattr("conduit_rt.views.astart_simulation", record)
+    monkeypatch.setattr("conduit_rt.demo.views.astart_simulation", record)
     return started
 
 

@@ -138,14 +138,14 @@ def writers():
 
 def test_a_sync_send_writes_its_row_on_the_callers_connection(writers):
     # In the caller's thread, so inside its transaction if it has one (docs/delivery.md).
-    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    tasks = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     message_id = tasks.clients.group("g").send("TaskCompleted", {"taskId": "t1"}, ack=True)
     assert writers == [threading.current_thread().name]
     assert AckedMessage.objects.filter(pk=message_id).exists()
 
 
 async def test_an_async_send_writes_its_row_in_the_delivery_thread(writers):
-    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    tasks = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     message_id = await asyncio.wait_for(
         tasks.clients.group("g").asend("TaskCompleted", {"taskId": "t1"}, ack=True), 10
     )

@@ -64,7 +64,7 @@ async def test_a_connection_is_in_the_monitor_with_its_facts_until_it_closes(
     assert (await client.invoke("SubscribeToTask", str(alice_task.id))).error is None
     assert (await client.invoke("Ping", 42.5)).error is None
     await (
-        get_hub_context("hubs.task_hubs.TaskHub")
+        get_hub_context("conduit_rt.demo.hubs.TaskHub")
         .clients.group(f"task-{alice_task.id}")
         .asend("TaskProgress", {"taskId": str(alice_task.id), "progressPercentage": 10})
     )
@@ -171,7 +171,7 @@ async def test_metrics_show_connections_deliveries_and_return_to_zero(
     delivered = 'conduit_messages_delivered_total{hub="tasks",method="TaskProgress"}'
     before = (await scrape()).get(delivered, 0.0)
     await (
-        get_hub_context("hubs.task_hubs.TaskHub")
+        get_hub_context("conduit_rt.demo.hubs.TaskHub")
         .clients.group(f"task-{alice_task.id}")
         .asend("TaskProgress", {"taskId": str(alice_task.id), "progressPercentage": 10})
     )

@@ -106,7 +106,7 @@ async def test_websocket_claims_the_negotiated_id_once(ws_app, alice_token, alic
     assert (await client.connect())[0]
     assert await client.handshake() == {}
     # The facade addresses this connection by the id negotiate announced.
-    context = get_hub_context("hubs.task_hubs.TaskHub")
+    context = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     await context.clients.connection(body["connectionId"]).asend("Direct", {"n": 1})
     assert (await client.next_event()).arguments[0]["n"] == 1
     await context.groups.aadd(body["connectionId"], f"task-{alice_task.id}", {"via": "facade"})
@@ -148,7 +148,7 @@ async def test_unknown_websocket_path_is_refused(ws_app):
 
 
 async def test_an_error_while_accepting_refuses_only_that_client(ws_app, alice_token, monkeypatch):
-    from hubs.task_hubs import TaskHub
+    from conduit_rt.demo.hubs import TaskHub
 
     async def broken(self, context):
         raise RuntimeError("authorize crashed")

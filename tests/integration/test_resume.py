@@ -8,8 +8,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
 
-from hubs import task_events
-from hubs.models import Task
+from conduit_rt.demo import task_events
+from conduit_rt.demo.models import Task
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

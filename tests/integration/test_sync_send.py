@@ -46,7 +46,7 @@ def test_calls_from_other_threads_run_their_database_calls_in_their_own_thread()
 
 
 def test_an_acknowledged_sync_send_inside_a_transaction_is_part_of_it():
-    tasks = get_hub_context("hubs.task_hubs.TaskHub")
+    tasks = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     sent: list[str] = []
     with pytest.raises(RuntimeError, match="rolled back"), transaction.atomic():
         sent.append(tasks.clients.group("g").send("TaskCompleted", {"taskId": "t1"}, ack=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from hubs import task_events
+from conduit_rt.demo import task_events
 from hubs.auth.tokens import issue_token
 from hubs.send import get_hub_context
 
@@ -110,7 +110,7 @@ async def test_someone_elses_or_unknown_task_is_not_found_and_joins_nothing(
 async def test_send_facade_reaches_user_connection_and_all(hub_client, alice, alice_token):
     first = await hub_client("/hubs/tasks", token=alice_token)
     second = await hub_client("/hubs/tasks", token=alice_token)
-    context = get_hub_context("hubs.task_hubs.TaskHub")
+    context = get_hub_context("conduit_rt.demo.hubs.TaskHub")
     await context.clients.user(alice.pk).asend("Notice", {"text": "to alice"})
     for client in (first, second):
         assert (await client.next_event()).arguments[0]["text"] == "to alice"
@@ -124,12 +124,12 @@ async def test_bad_payloads_are_refused_before_anything_is_sent_or_kept(hub_clie
 
     client = await hub_client("/hubs/tasks", token=alice_token)
     await client.invoke("SubscribeToTask", str(alice_task.id))
-    group = get_hub_context("hubs.task_hubs.TaskHub").clients.group(f"task-{alice_task.id}")
+    group = get_hub_context("conduit_rt.demo.hubs.TaskHub").clients.group(f"task-{alice_task.id}")
     with pytest.raises(TypeError, match="single object"):
         await group.asend("X", [1, 2])
     with pytest.raises(ValueError, match=r"NaN"):
         await group.asend("X", {"bad": float("nan")})
-    stream = get_hub_context("hubs.task_hubs.TaskHub").clients.stream_of(f"task-{alice_task.id}")
+    stream = get_hub_context("conduit_rt.demo.hubs.TaskHub").clients.stream_of(f"task-{alice_task.id}")
     assert await get_history().position(stream) is None
     assert (await client.invoke("Ping")).error is None
     assert client.events == []
@@ -137,6 +137,6 @@ async def test_bad_payloads_are_refused_before_anything_is_sent_or_kept(hub_clie
 
 @pytest.mark.parametrize("key", ["seq", "epoch", "messageId", "message_id", "retry_count"])
 async def test_payload_keys_of_the_envelope_are_refused(key):
-    group = get_hub_context("hubs.task_hubs.TaskHub").clients.group("any")
+    group = get_hub_context("conduit_rt.demo.hubs.TaskHub").clients.group("any")
     with pytest.raises(ValueError, match="belong to the message envelope"):
         await group.asend("X", {key: 1})

@@ -16,7 +16,7 @@
 import readline from "node:readline";
 import * as signalR from "@microsoft/signalr";
 
-import { ConduitConnection } from "../../../hubs/hubs/static/conduit/conduit.mjs";
+import { ConduitConnection } from "../../../hubs/static/conduit/conduit.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");

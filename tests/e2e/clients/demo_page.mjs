@@ -42,7 +42,7 @@ try {
   await page.click("#start");
   await page.waitForFunction(() => document.getElementById("progress").value === 100);
   await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("completed"));
-  // The helper's pings have measured the connection (CONDUIT_RT_DEMO_PING_INTERVAL_MS).
+  // The helper's pings have measured the connection (CONDUIT_DEMO_PING_INTERVAL_MS).
   await page.waitForFunction(() => ["good", "fair", "poor"].includes(document.getElementById("quality").dataset.quality));
   const result = await page.evaluate(() => ({
     quality: document.getElementById("quality").dataset.quality,

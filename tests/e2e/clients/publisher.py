@@ -24,10 +24,10 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit_rt.settings")
     django.setup()
     from hubs.loop_thread import loop_thread
-    from hubs.models import task_group
     from hubs.send import get_hub_context
+    from hubs.task_progress.state import task_group
 
-    group = get_hub_context("hubs.task_hubs.TaskHub").clients.group(task_group(task_id))
+    group = get_hub_context("conduit_rt.demo.hubs.TaskHub").clients.group(task_group(task_id))
     started = time.monotonic()
     ids = []
     for index in range(1, count + 1):

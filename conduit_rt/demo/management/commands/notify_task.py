@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hubs import task_events
+from conduit_rt.demo import task_events
 
 
 class Command(BaseCommand):

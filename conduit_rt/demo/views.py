@@ -14,9 +14,10 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 
 from hubs.auth.resolve import InvalidToken, token_from_request, user_from_token
-from hubs.conf import conduit_settings
-from hubs.models import Task
-from hubs.tasks import astart_simulation
+
+from .conf import demo_setting
+from .models import Task
+from .tasks import astart_simulation
 
 TASK_TYPES = {"video-generation"}
 
@@ -30,7 +31,7 @@ def demo(request: HttpRequest) -> HttpResponse:
         "demo.html",
         {
             "tasks": Task.objects.filter(owner=request.user)[:10],
-            "ping_interval_ms": int(conduit_settings.DEMO_PING_INTERVAL_MS),
+            "ping_interval_ms": int(demo_setting("PING_INTERVAL_MS")),
         },
     )
 
