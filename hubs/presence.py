@@ -48,7 +48,11 @@ logger = logging.getLogger(__name__)
 
 
 class Monitored(Protocol):
-    """A connection as the presence loop sees it (a ``Hub`` once its handshake succeeded)."""
+    """A connection as the presence loop sees it (its ``hubs.membership.Membership`` once its
+    handshake succeeded)."""
+
+    #: The hub class serving it: the ``sender`` of its signals.
+    hub_class: type
 
     def monitor_record(self) -> ConnectionRecord:
         """The connection's current record (``hubs.records``)."""
@@ -77,14 +81,14 @@ class LocalConnections:
         ttl = _ttl()
         await asyncio.gather(
             get_members().touch([connection_id], ttl),
-            notify(connection_opened, type(connection), record=connection.monitor_record(), ttl=ttl),
+            notify(connection_opened, connection.hub_class, record=connection.monitor_record(), ttl=ttl),
         )
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-presence")
 
     async def refresh(self, connection: Monitored) -> None:
         """Tell observers the connection changed now (it joined or left a group)."""
-        await notify(connection_changed, type(connection), record=connection.monitor_record(), ttl=_ttl())
+        await notify(connection_changed, connection.hub_class, record=connection.monitor_record(), ttl=_ttl())
 
     def forget(self, connection_id: str) -> None:
         """Stop renewing the connection's lease (synchronous: the first thing a closing

@@ -125,7 +125,7 @@ async def test_an_unexpected_error_reaches_the_client_as_an_error_id_that_the_lo
     after = invocation_samples("echo", "Fail", "error")
     assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)
     assert after[2] > before[2]
-    assert not any(r.name == "hubs.hub" and r.levelno >= logging.ERROR for r in caplog.records)  # logged once
+    assert not any(r.name == "hubs.invoker" and r.levelno >= logging.ERROR for r in caplog.records)  # logged once
     assert (await client.invoke("Echo", 1)).result == 1  # the connection serves on
 
 
@@ -279,7 +279,7 @@ async def test_a_bug_in_a_filter_is_an_unexpected_error(hub_client, caplog):
             done.error == "An unexpected error occurred invoking 'Echo' on the server."
         )  # no id: no diagnostics
         assert invocation_samples("echo", "Echo", "error")[0] == before[0] + 1
-        assert any(r.name == "hubs.hub" and r.exc_info for r in caplog.records)  # the hub logged it
+        assert any(r.name == "hubs.invoker" and r.exc_info for r in caplog.records)  # the hub logged it
 
 
 @override_settings(CONDUIT_RT={"HUB_FILTERS": []})

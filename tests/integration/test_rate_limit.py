@@ -101,7 +101,7 @@ async def test_a_failing_limit_storage_lets_invocations_through_and_is_counted(
         async def try_acquire(self, *identifiers: str) -> float:
             raise ConnectionError("redis went away")
 
-    monkeypatch.setattr("hubs.hub.get_limiter", lambda: Broken())
+    monkeypatch.setattr("hubs.invoker.get_limiter", lambda: Broken())
     errors = sample("conduit_errors_total", where="rate_limit")
     alice = await hub_client("/hubs/tasks", token=alice_token)
     assert (await alice.invoke("Ping")).error is None

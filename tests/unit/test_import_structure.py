@@ -135,3 +135,29 @@ def test_monitoring_never_imports_the_demo_project():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+PARTS = (
+    "hubs.accept",
+    "hubs.background",
+    "hubs.confirmations",
+    "hubs.inbox",
+    "hubs.invoker",
+    "hubs.keepalive",
+    "hubs.membership",
+    "hubs.session",
+    "hubs.presence",
+    "hubs.filters",
+)
+
+
+def test_the_parts_a_hub_composes_never_import_it():
+    graph = import_graph()
+
+    def reaches_hub(name: str, seen: set[str]) -> bool:
+        for target in graph[name]:
+            if target == "hubs.hub" or (target not in seen and reaches_hub(target, seen | {target})):
+                return True
+        return False
+
+    assert [name for name in PARTS if reaches_hub(name, {name})] == []

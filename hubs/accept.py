@@ -1,0 +1,68 @@
+"""The checks before a WebSocket is accepted: origin, credentials, and the negotiated connection.
+
+``open_connection`` runs on ``websocket.connect`` and answers the ``ConnectionContext`` of the
+connection, or raises ``HubDenied`` (the client sees HTTP 403). The hub's own ``authorize`` hook
+runs after it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser
+
+from . import connections
+from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_token
+from .context import ConnectionContext
+from .errors import HubDenied
+from .security import origin_allowed
+
+
+async def open_connection(
+    scope: dict[str, Any], hub_name: str, *, require_authentication: bool
+) -> ConnectionContext:
+    """Check the request of a WebSocket to hub ``hub_name``; its context, or ``HubDenied``."""
+    headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
+    header = {k.lower(): v.decode("latin1") for k, v in headers}
+    if not origin_allowed(header.get(b"origin"), header.get(b"host")):
+        raise HubDenied("Origin not allowed.")
+
+    query_string: bytes = scope.get("query_string") or b""
+    token = token_from_headers_and_query(headers, query_string)
+    if token is not None:
+        try:
+            user = await database_sync_to_async(user_from_token)(token)
+        except InvalidToken as exc:
+            raise HubDenied("Invalid or expired access token.") from exc
+    else:
+        user = scope.get("user") or AnonymousUser()
+    authenticated = bool(getattr(user, "is_authenticated", False))
+    if require_authentication and not authenticated:
+        raise HubDenied("Authentication required.")
+    user_pk = str(user.pk) if authenticated else None
+
+    ids = parse_qs(query_string.decode("latin1")).get("id")
+    if ids:
+        negotiated = await connections.aclaim(ids[0])
+        if negotiated is None or negotiated.hub != hub_name:
+            raise HubDenied("No connection with that ID.")
+        if negotiated.user_pk != user_pk:
+            raise HubDenied("The connection was negotiated for another user.")
+        connection_id = negotiated.connection_id
+    else:  # skipNegotiation: the client connects straight to the hub URL.
+        connection_id = connections.new_connection_id()
+
+    client = scope.get("client")
+    now = datetime.now(UTC)
+    return ConnectionContext(
+        connection_id=connection_id,
+        hub=hub_name,
+        user=user,
+        remote_address=client[0] if client else None,
+        user_agent=header.get(b"x-signalr-user-agent") or header.get(b"user-agent"),
+        connected_at=now,
+        last_activity=now.timestamp(),
+    )

@@ -1,0 +1,149 @@
+"""``ProtocolSession``: one connection's wire: the handshake, the negotiated protocol, decoding the
+client's frames, encoding and framing what goes out, and closing.
+
+Owned by the ``Hub`` serving the connection; it never calls hub code. A record is never split
+across frames; several records may share one (``write``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .conf import conduit_settings
+from .metrics import hub_metrics
+from .outbound import Outbound
+from .protocol import (
+    CloseMessage,
+    HandshakeError,
+    HandshakeParser,
+    HandshakeRequest,
+    HubMessage,
+    HubProtocol,
+    PingMessage,
+    get_protocol,
+    handshake_response,
+)
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ProtocolSession:
+    """The wire of one connection. ``send`` is the ASGI send callable; ``count_out`` is told how
+    many hub messages (pings excluded) each write carried; ``clock`` is monotonic."""
+
+    def __init__(
+        self, send: Send, *, hub_name: str, clock: Callable[[], float], count_out: Callable[[int], None]
+    ) -> None:
+        self._send = send
+        self._hub_name = hub_name
+        self._clock = clock
+        self._count_out = count_out
+        self._handshake = HandshakeParser(max_size=conduit_settings.MAX_MESSAGE_SIZE)
+        self.protocol: HubProtocol | None = None
+        self.decoder: Any = None
+        #: True once the socket is closed (by either side) or refused.
+        self.closed = False
+        #: The error this side closed with, if any (``on_connection_lost`` sees it).
+        self.close_error: str | None = None
+        self.last_sent = 0.0
+        self.last_received = 0.0
+        #: The client has sent a Ping: from then on its silence counts (``CLIENT_TIMEOUT``).
+        self.client_pinged = False
+
+    @property
+    def open(self) -> bool:
+        """The handshake succeeded and the socket is not closed."""
+        return self.protocol is not None and not self.closed
+
+    # ----------------------------------------------------------------------------- handshake
+
+    def feed_handshake(self, data: str | bytes) -> tuple[HandshakeRequest, HubProtocol, bytes] | None:
+        """The client's handshake once complete (request, protocol, the bytes after it), else None.
+        Raises ``HandshakeError`` for a malformed or unsupported one, with ASP.NET's text."""
+        parsed = self._handshake.feed(data)
+        if parsed is None:
+            return None
+        request, rest = parsed
+        protocol = get_protocol(request.protocol)
+        if not protocol.is_version_supported(request.version):
+            raise HandshakeError(
+                f"The server does not support version {request.version} of the '{protocol.name}' protocol."
+            )
+        return request, protocol, rest
+
+    async def accept(self, protocol: HubProtocol) -> None:
+        """Use ``protocol`` from now on and answer the handshake."""
+        self.protocol = protocol
+        self.decoder = protocol.decoder(conduit_settings.MAX_MESSAGE_SIZE)
+        reply = handshake_response()
+        await self.send_frame(reply if protocol.transfer_format == "Binary" else reply.decode("utf-8"))
+
+    async def fail_handshake(self, error: str) -> None:
+        """Answer the handshake with ``error`` and close."""
+        logger.info("%s: handshake failed: %s", self._hub_name, error)
+        hub_metrics().protocol_errors.labels(hub=self._hub_name, kind="handshake").inc()
+        await self.send_frame(handshake_response(error).decode("utf-8"))
+        self.close_error = error
+        await self.close_socket()
+
+    def decode(self, data: str | bytes) -> list[HubMessage]:
+        """The whole records in ``data`` (a partial one is kept for the next frame). Raises
+        ``MessageTooLargeError`` or ``ProtocolError`` for what the client must not send."""
+        return self.decoder.feed(data)
+
+    # ----------------------------------------------------------------------------- sending
+
+    async def send_frame(self, data: str | bytes) -> None:
+        """One WebSocket frame, text or binary."""
+        if self.closed:
+            return
+        self.last_sent = self._clock()
+        if isinstance(data, str):
+            await self._send({"type": "websocket.send", "text": data})
+        else:
+            await self._send({"type": "websocket.send", "bytes": data})
+
+    async def write(self, *messages: HubMessage) -> None:
+        """Encode and send whole records in one frame."""
+        if self.protocol is None or self.closed:
+            return
+        data = self.protocol.encode_many(messages)
+        await self.send_frame(data.decode("utf-8") if self.protocol.transfer_format == "Text" else data)
+        self._count_out(sum(1 for m in messages if not isinstance(m, PingMessage)))
+
+    async def write_record(self, records: dict[str, str | bytes]) -> None:
+        """Send a record encoded beforehand for every protocol (``Outbound.records``)."""
+        if self.protocol is not None:
+            await self.send_frame(records[self.protocol.name])
+            self._count_out(1)
+
+    async def write_outbound(self, outbound: Outbound) -> None:
+        """Send a server event encoded by ``encode_outbound``."""
+        await self.write_record(outbound.records)
+
+    # ----------------------------------------------------------------------------- closing
+
+    async def close_with(self, error: str | None, *, allow_reconnect: bool = False) -> None:
+        """Send a SignalR Close carrying ``error`` (once the handshake succeeded), then close."""
+        if self.closed:
+            return
+        self.close_error = error
+        if self.protocol is not None:
+            await self.write(CloseMessage(error=error, allow_reconnect=allow_reconnect))
+        await self.close_socket()
+
+    async def close_socket(self) -> None:
+        """Close the WebSocket (normal closure)."""
+        if self.closed:
+            return
+        await self._send({"type": "websocket.close", "code": 1000})
+        self.closed = True
+
+    async def refuse(self) -> None:
+        """Close before accepting: the client sees HTTP 403."""
+        self.closed = True
+        await self._send({"type": "websocket.close"})
