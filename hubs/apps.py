@@ -16,6 +16,8 @@ class HubsConfig(AppConfig):
 
         from .checks import check_rate_limit
         from .conf import reload_on_setting_changed
+        from .runtime import on_setting_changed
 
         setting_changed.connect(reload_on_setting_changed, dispatch_uid="conduit_rt_settings")
+        setting_changed.connect(on_setting_changed, dispatch_uid="conduit_rt_runtime")
         checks.register(check_rate_limit)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -151,21 +150,6 @@ class LocalRouter:
         except Exception as exc:  # noqa: BLE001 - still down: the next failed receive retries
             logger.warning("Fan-out: could not re-join the groups yet: %s", exc)
             hub_metrics().errors.labels(where="fanout_rejoin").inc()
-
-
-_routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, LocalRouter]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def local_router(layer_alias: str = "default") -> LocalRouter:
-    """The running loop's router for the channel layer ``layer_alias``."""
-    loop = asyncio.get_running_loop()
-    routers = _routers.setdefault(loop, {})
-    router = routers.get(layer_alias)
-    if router is None:
-        router = routers[layer_alias] = LocalRouter(layer_alias)
-    return router
 
 
 async def group_send(layer: Any, group: str, message: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 
 from .conf import SETTING_NAME, conduit_settings
 
@@ -193,5 +192,3 @@ def reset_filters(*, setting: str = SETTING_NAME, **kwargs: Any) -> None:
     if setting == SETTING_NAME:
         _pipeline.built = None
 
-
-setting_changed.connect(reset_filters, dispatch_uid="conduit_rt_hub_filters")

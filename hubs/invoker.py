@@ -27,7 +27,8 @@ from .methods import MethodSpec
 from .metrics import hub_metrics
 from .payloads import to_wire
 from .protocol import CompletionMessage, InvocationMessage, StreamInvocationMessage, StreamItemMessage
-from .rate_limit import client_key, get_limiter
+from .rate_limit import client_key
+from .runtime import get_limiter
 from .session import ProtocolSession
 
 logger = logging.getLogger(__name__)

@@ -16,11 +16,10 @@ from typing import Any
 
 from .context import ConnectionContext
 from .delivery.members import get_members
-from .fanout import local_router
 from .metrics import hub_metrics
 from .naming import all_channel, connection_channel, group_channel, user_channel, validate_group_name
-from .presence import local_connections
 from .records import ConnectionRecord
+from .runtime import local_connections, local_router
 from .session import ProtocolSession
 from .tally import process_identity
 

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from .conf import conduit_settings
@@ -162,15 +161,3 @@ async def report_process(connections: int) -> None:
         breaker_state=get_breaker().state.value,
     )
     await notify(process_report, server=server, ttl=_ttl())
-
-
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalConnections] = weakref.WeakKeyDictionary()
-
-
-def local_connections() -> LocalConnections:
-    """The running loop's ``LocalConnections``."""
-    loop = asyncio.get_running_loop()
-    found = _by_loop.get(loop)
-    if found is None:
-        found = _by_loop[loop] = LocalConnections()
-    return found

@@ -13,10 +13,8 @@ limited (they are handled inline: limiting them would only cause retries).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -70,21 +68,11 @@ def client_key(hub_namespace: str, user_id: str | None, connection_id: str) -> t
     return (hub_namespace, f"connection:{connection_id}")
 
 
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple[Any, ...], InvocationLimiter]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_limiter() -> InvocationLimiter | None:
-    """The running loop's limiter for the current settings; None when ``RATE_LIMIT`` is off."""
+def limiter_key() -> tuple[str, str, str | None, str] | None:
+    """What a limiter is built from (``InvocationLimiter(*key)``); None when ``RATE_LIMIT`` is
+    off. ``hubs.runtime`` keeps one limiter per loop and builds it again when this changes."""
     rate = conduit_settings.RATE_LIMIT
     if not rate:
         return None
     settings = conduit_settings
-    key = (rate, settings.RATE_LIMIT_STRATEGY, settings.REDIS_URL, settings.KEY_PREFIX)
-    loop = asyncio.get_running_loop()
-    found = _by_loop.get(loop)
-    if found is None or found[0] != key:
-        found = (key, InvocationLimiter(str(rate), str(key[1]), key[2], str(key[3])))
-        _by_loop[loop] = found
-    return found[1]
+    return (str(rate), str(settings.RATE_LIMIT_STRATEGY), settings.REDIS_URL, str(settings.KEY_PREFIX))

@@ -11,6 +11,10 @@ class MonitoringConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from hubs.runtime import runtime
+
+        from .monitor import get_monitor
         from .observer import connect
 
         connect()
+        runtime().register_store("monitor", get_monitor)

@@ -150,21 +150,17 @@ def async_db():
 def no_embedded_retry_runner(monkeypatch):
     """Communicator tests run retry passes themselves, at times they choose; the embedded runner
     (one loop per server) is tested on its own in tests/integration/test_acked_delivery.py."""
-    monkeypatch.setattr("hubs.hub.ensure_embedded_runner", lambda: False)
-    monkeypatch.setattr("monitoring.observer.ensure_cleanup_runner", lambda: False)
+    from hubs.runtime import runtime
+
+    monkeypatch.setattr(runtime(), "autostart_runners", False)
 
 
 @pytest.fixture
-def fresh_delivery_stores(monkeypatch):
+def fresh_delivery_stores():
     """Empty delivery stores and breakers for one test: built again from the settings in force,
     so entries other tests left in the process's memory stay out; forgotten again afterwards."""
-    from hubs.delivery import breaker, history, members, pending
-    from monitoring.monitor import get_monitor
+    from hubs.runtime import runtime
 
-    stores = (pending.get_pending, members.get_members, history.get_history, get_monitor)
-    for store in stores:
-        store.reset()
-    monkeypatch.setattr(breaker, "_breakers", {})
+    runtime().reset()
     yield
-    for store in stores:
-        store.reset()
+    runtime().reset()

@@ -9,7 +9,6 @@ costs. Each caller still gets its own answer (whether its entry was pending).
 from __future__ import annotations
 
 import asyncio
-import weakref
 
 from .pending import get_pending
 
@@ -60,15 +59,3 @@ class AckBatcher:
                     start += len(call)
         finally:
             self._flushing = False
-
-
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AckBatcher] = weakref.WeakKeyDictionary()
-
-
-def ack_batcher() -> AckBatcher:
-    """The running loop's batcher."""
-    loop = asyncio.get_running_loop()
-    found = _by_loop.get(loop)
-    if found is None:
-        found = _by_loop[loop] = AckBatcher()
-    return found

@@ -117,6 +117,12 @@ _breakers: dict[tuple[str, int, float], CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
+def reset_breakers() -> None:
+    """Forget every breaker (``hubs.runtime``): the next call builds them from the settings."""
+    with _breakers_lock:
+        _breakers.clear()
+
+
 def get_breaker(name: str = "channel-layer") -> CircuitBreaker:
     """This process's breaker ``name``, built from ``BREAKER_*`` settings on first use.
 

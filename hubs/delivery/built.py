@@ -23,15 +23,26 @@ class BuiltOnUse(Generic[T]):
         self._build = build
         self._lock = threading.Lock()
         self._built: tuple[Hashable, T] | None = None
+        self._swapped: T | None = None
 
     def __call__(self) -> T:
+        swapped = self._swapped
+        if swapped is not None:
+            return swapped
         key = self._key()
         with self._lock:
             if self._built is None or self._built[0] != key:
                 self._built = (key, self._build())
             return self._built[1]
 
+    def swap(self, store: T) -> None:
+        """Use ``store`` until the next ``reset``, whatever the settings (tests; through
+        ``hubs.runtime.runtime().swap_store``)."""
+        with self._lock:
+            self._swapped = store
+
     def reset(self) -> None:
-        """Forget the store (tests): the next call builds a fresh one."""
+        """Forget the store: the next call builds a fresh one (``hubs.runtime`` calls it)."""
         with self._lock:
             self._built = None
+            self._swapped = None

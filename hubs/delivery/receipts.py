@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ..conf import conduit_settings
 from ..metrics import hub_metrics
-from .ack_batch import ack_batcher
+from ..runtime import ack_batcher
 from .dead_letters import dead_letter_now
 from .pending import get_pending
 

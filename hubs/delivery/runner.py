@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from ..conf import conduit_settings
 from ..metrics import hub_metrics
 
 logger = logging.getLogger(__name__)
 
-_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def ensure_embedded_runner() -> bool:
-    """Start the runner on the running loop unless it runs already; True if it runs."""
+    """Start the runner on the running loop unless it runs already (``hubs.runtime``); True if
+    it runs."""
+    from ..runtime import runtime
+
     if conduit_settings.RETRY_RUNNER != "embedded":
         return False
-    loop = asyncio.get_running_loop()
-    task = _runners.get(loop)
-    if task is None or task.done():
-        _runners[loop] = loop.create_task(_run(), name="conduit-retry-runner")
-    return True
+    return runtime().loop().ensure_runner("retry-runner", _run)
 
 
 async def _run() -> None:

@@ -24,6 +24,7 @@ from hubs.delivery.pending import get_pending
 from hubs.delivery.retry import deliver_due
 from hubs.models import AckedMessage, DeadLetter
 from hubs.protocol import InvocationMessage
+from hubs.runtime import runtime
 from hubs.send import get_hub_context
 from tests.support.delivery import ECHO, delivery_settings, echo_client
 
@@ -249,6 +250,7 @@ async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_
         CONDUIT_RT={**stores, "ACK_TIMEOUT": 0.2, "RETRY_BACKOFF": 0.1, "RETRY_INTERVAL": 0.05}
     ):
         client, _ = await echo_client(hub_client, alice_token)
+        monkeypatch.setattr(runtime(), "autostart_runners", True)
         assert runner.ensure_embedded_runner() is True
         try:
             message_id = await send_acked()
@@ -257,7 +259,7 @@ async def test_the_embedded_runner_retries_on_its_own(stores, hub_client, alice_
             assert (first["retryCount"], again["retryCount"]) == (0, 1)
             assert again["messageId"] == message_id
         finally:
-            runner._runners.pop(asyncio.get_running_loop()).cancel()
+            runtime().loop().stop_runners()
 
 
 async def test_a_pass_moves_what_a_vanished_connection_owes_to_the_users_live_one(

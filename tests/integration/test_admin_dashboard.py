@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 
 from hubs.delivery.pending import get_pending
 from hubs.models import DeadLetter
-from hubs.presence import local_connections
 from hubs.protocol import CloseMessage
 from hubs.records import ConnectionRecord
+from hubs.runtime import local_connections
 from monitoring.dashboard import ADMIN_CLOSE_ERROR
 from monitoring.monitor import get_monitor
 from tests.support.delivery import delivery_settings

@@ -10,6 +10,7 @@ from channels.layers import get_channel_layer
 
 from hubs import fanout
 from hubs.naming import group_channel
+from hubs.runtime import local_router
 from hubs.send import get_hub_context
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -27,7 +28,7 @@ async def test_one_layer_membership_per_process_however_many_local_members(hub_c
     layer = get_channel_layer()
     channel = group_channel("echo", "room")
     one, two = await joined(hub_client), await joined(hub_client)
-    router = fanout.local_router()
+    router = local_router()
     assert layer.groups[channel].keys() == {router.channel_name}
     assert len(router.groups[channel]) == 2
 
@@ -44,7 +45,7 @@ async def test_one_layer_membership_per_process_however_many_local_members(hub_c
 
 async def test_the_router_stops_with_its_last_connection(hub_client):
     client = await joined(hub_client)
-    router = fanout.local_router()
+    router = local_router()
     task = router._task
     assert task is not None and not task.done()
     await client.close()
@@ -57,7 +58,7 @@ async def test_a_failing_receive_is_retried_and_the_groups_joined_again(hub_clie
     client = await joined(hub_client)
     layer = get_channel_layer()
     channel = group_channel("echo", "room")
-    router = fanout.local_router()
+    router = local_router()
     real_receive = layer.receive
     failed = asyncio.Event()
 
@@ -89,7 +90,7 @@ async def test_a_failing_receive_is_retried_and_the_groups_joined_again(hub_clie
 
 async def test_a_member_that_fails_does_not_keep_the_message_from_the_others(hub_client, monkeypatch):
     one, two = await joined(hub_client), await joined(hub_client)
-    router = fanout.local_router()
+    router = local_router()
     channel = group_channel("echo", "room")
     broken = next(iter(router.groups[channel]))
 

@@ -70,8 +70,8 @@ def monitor(monkeypatch) -> MemoryMonitor:
 
 
 @pytest.fixture(autouse=True)
-def fresh_breakers(monkeypatch) -> None:
-    monkeypatch.setattr(breaker, "_breakers", {})
+def fresh_breakers() -> None:
+    breaker.reset_breakers()
 
 
 def record(number: int, *, idle: float = 0.0) -> ConnectionRecord:

@@ -12,9 +12,9 @@ from prometheus_client import REGISTRY
 
 from hubs.delivery.members import get_members
 from hubs.naming import connection_channel, group_channel
-from hubs.presence import local_connections
 from hubs.protocol import CloseMessage
 from hubs.records import ConnectionRecord
+from hubs.runtime import local_connections
 from hubs.send import get_hub_context
 from monitoring.cleanup import CleanupResult, cleanup_stale, idle_close_error
 from monitoring.monitor import get_monitor

@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from conduit_rt.demo.hubs import TaskHub
 from hubs import signals
-from hubs.presence import local_connections
 from hubs.records import ConnectionRecord, ServerRecord
+from hubs.runtime import local_connections
 from monitoring.monitor import get_monitor
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
