@@ -182,20 +182,23 @@ def _import_one(name: str, path: str) -> Any:
         raise ImproperlyConfigured(f"Could not import {path!r} for {SETTING_NAME}[{name!r}]: {exc}") from exc
 
 
-def environ_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Parse ``CONDUIT_RT_<KEY>`` variables into typed values (called from the settings module).
+def environ_overrides(
+    environ: Mapping[str, str], *, prefix: str = ENV_PREFIX, defaults: Mapping[str, Any] = DEFAULTS
+) -> dict[str, Any]:
+    """Parse ``CONDUIT_RT_<KEY>`` variables into typed values (called from the settings module;
+    ``prefix`` and ``defaults`` serve another settings dict the same way).
 
     The type comes from the default: numbers, booleans (1/true/yes/on), and lists
-    (comma-separated). Unknown ``CONDUIT_RT_`` names raise, like unknown keys.
+    (comma-separated). Unknown names under the prefix raise, like unknown keys.
     """
     result: dict[str, Any] = {}
     for env_name, raw in environ.items():
-        if not env_name.startswith(ENV_PREFIX):
+        if not env_name.startswith(prefix):
             continue
-        key = env_name[len(ENV_PREFIX) :]
-        if key not in DEFAULTS:
+        key = env_name[len(prefix) :]
+        if key not in defaults:
             raise ImproperlyConfigured(f"Unknown setting in environment: {env_name}.")
-        result[key] = _parse_env(env_name, raw, DEFAULTS[key])
+        result[key] = _parse_env(env_name, raw, defaults[key])
     return result
 
 

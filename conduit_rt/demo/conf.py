@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+
+from hubs.conf import environ_overrides as hubs_environ_overrides
 
 ENV_PREFIX = "CONDUIT_DEMO_"
 
@@ -27,17 +28,6 @@ def demo_setting(name: str) -> Any:
     return {**DEFAULTS, **getattr(settings, "CONDUIT_DEMO", {})}[name]
 
 
-def environ_overrides(environ: Mapping[str, str]) -> dict[str, float | int]:
+def environ_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``CONDUIT_DEMO_<KEY>`` variables as typed values; an unknown name raises."""
-    found: dict[str, float | int] = {}
-    for env_name, raw in environ.items():
-        if not env_name.startswith(ENV_PREFIX):
-            continue
-        key = env_name[len(ENV_PREFIX) :]
-        if key not in DEFAULTS:
-            raise ImproperlyConfigured(f"Unknown setting in environment: {env_name}.")
-        try:
-            found[key] = type(DEFAULTS[key])(raw)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{env_name}={raw!r}: {exc}") from exc
-    return found
+    return hubs_environ_overrides(environ, prefix=ENV_PREFIX, defaults=DEFAULTS)

@@ -146,6 +146,13 @@ class HostProject:
     def shell(self, code: str) -> str:
         return self.python("manage.py", "shell", "-v", "0", "-c", code)
 
+    def announce(self, text: str) -> str:
+        """POST to the host's own view, which sends an acknowledged event; its message id."""
+        body = urllib.parse.urlencode({"text": text}).encode()
+        request = urllib.request.Request(f"{self.url}/announce", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["messageId"]
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
@@ -227,13 +234,7 @@ def test_the_readme_steps_give_a_working_hub(host):
         assert said["text"] == "hello"
         assert said["messageId"] and said["timestamp"] and said["retryCount"] == 0
 
-        request = urllib.request.Request(
-            f"{host.url}/announce",
-            data=urllib.parse.urlencode({"text": "from a view"}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            message_id = json.loads(response.read())["messageId"]
+        message_id = host.announce("from a view")
         announced = listener.expect("message", timeout=10, target="Announcement")["payload"]
         assert announced["messageId"] == message_id
         assert announced["text"] == "from a view"
@@ -294,13 +295,7 @@ def test_without_the_monitoring_app_the_hub_still_works(host):
     try:
         client.expect("connected", timeout=20)
         assert client.invoke("Say", "still here")["result"] == "STILL HERE"
-        request = urllib.request.Request(
-            f"{host.url}/announce",
-            data=urllib.parse.urlencode({"text": "no monitor"}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            message_id = json.loads(response.read())["messageId"]
+        message_id = host.announce("no monitor")
         assert (
             client.expect("message", timeout=10, target="Announcement")["payload"]["messageId"] == message_id
         )
