@@ -10,6 +10,9 @@
 //   the ids gathered for ack.windowMs go in one AcknowledgeMessages frame, since receiving a
 //   frame costs the server about twice what sending a message does; a handler that throws
 //   nacks the message (NackMessage) with the error's text;
+// - handles events the page has no handler for quietly: they are deduped, ordered and acked
+//   like the others (instead of the official client's "No client method ... found" warning,
+//   and a message resent until it is dead-lettered);
 // - measures the round trip of Ping every ping.intervalMs, reports it to the server (which
 //   records it in the connection monitor) and classifies the connection's quality.
 //
@@ -174,7 +177,7 @@ export class ConduitConnection {
    * @param {object} [options.clock] {now, setTimeout, clearTimeout}
    * @param {Function} [options.random] () => [0, 1)
    * @param {object} [options.connectionOptions] more options for withUrl (headers, transport…)
-   * @param {number} [options.logLevel] a signalR.LogLevel (default Warning)
+   * @param {number|object} [options.logLevel] a signalR.LogLevel, or a logger ({log(level, message)}) (default Warning)
    */
   constructor(options) {
     const { signalR, url } = options;
@@ -189,9 +192,10 @@ export class ConduitConnection {
     this.streams = new Map(); // key -> StreamOrder
     this.followed = new Map(); // key -> {subscribe, resume}
     this.gapTimers = new Map(); // key -> timer
-    this.handlers = new Map(); // event -> handler
+    this.handlers = new Map(); // lower-cased event name -> handler
+    this.listening = new Set(); // lower-cased event names the official client hands to the helper
     this.listeners = { state: [], quality: [], error: [] };
-    this.stats = { processed: 0, duplicates: 0, retried: 0, reconnects: 0, unrecovered: 0, acked: 0, nacked: 0, acksFailed: 0 };
+    this.stats = { processed: 0, unhandled: 0, duplicates: 0, retried: 0, reconnects: 0, unrecovered: 0, acked: 0, nacked: 0, acksFailed: 0 };
     this.stopped = true;
     this.everConnected = false;
     this.onFirstConnect = null;
@@ -209,7 +213,8 @@ export class ConduitConnection {
       .withUrl(url, connectionOptions)
       .withAutomaticReconnect({ nextRetryDelayInMilliseconds: (ctx) => this.retryDelay(ctx) })
       .configureLogging(options.logLevel ?? signalR.LogLevel.Warning);
-    if (options.protocol) builder = builder.withHubProtocol(options.protocol);
+    const protocol = options.protocol ?? (signalR.JsonHubProtocol ? new signalR.JsonHubProtocol() : null);
+    if (protocol) builder = builder.withHubProtocol(this.listeningProtocol(protocol, signalR.MessageType?.Invocation ?? 1));
     this.connection = builder.build();
     this.connection.onreconnecting(() => this.setState("reconnecting"));
     this.connection.onreconnected(() => this.connected());
@@ -218,13 +223,15 @@ export class ConduitConnection {
 
   // ---------------------------------------------------------------- public API
 
-  /** Handle server event `name`: `handler(payload)` runs once per messageId, in seq order per
-   * stream; when it returns (or its promise resolves) an acknowledged message is acked, when it
-   * throws it is nacked. */
+  /** Handle server event `name` (case-insensitive, as in SignalR): `handler(payload)` runs once
+   * per messageId, in seq order per stream; when it returns (or its promise resolves) an
+   * acknowledged message is acked, when it throws it is nacked. An event that comes before its
+   * handler is registered (or that has none) is processed without one: deduped and acked. */
   on(name, handler) {
-    if (this.handlers.has(name)) throw new Error(`${name} already has a handler.`);
-    this.handlers.set(name, handler);
-    this.connection.on(name, (payload) => this.receive(name, payload));
+    const key = name.toLowerCase();
+    if (this.handlers.has(key)) throw new Error(`${name} already has a handler.`);
+    this.handlers.set(key, handler);
+    this.listen(name);
     return this;
   }
 
@@ -346,6 +353,40 @@ export class ConduitConnection {
 
   // ---------------------------------------------------------------- messages
 
+  /** Have the official client hand event `name` to the helper (once per name, any case). */
+  listen(name) {
+    const key = name.toLowerCase();
+    if (this.listening.has(key)) return;
+    this.listening.add(key);
+    this.connection.on(name, (payload) => this.receive(key, payload));
+  }
+
+  /** `protocol` that, as it parses a frame, makes the helper listen to every event the frame
+   * invokes, before the official client looks for the event's handlers: an event nobody
+   * registered is then processed quietly (see `on`) instead of the official client logging
+   * "No client method with the name '...' found." and never acknowledging it. */
+  listeningProtocol(protocol, invocationType) {
+    return {
+      get name() {
+        return protocol.name;
+      },
+      get version() {
+        return protocol.version;
+      },
+      get transferFormat() {
+        return protocol.transferFormat;
+      },
+      writeMessage: (message) => protocol.writeMessage(message),
+      parseMessages: (input, logger) => {
+        const messages = protocol.parseMessages(input, logger);
+        for (const message of messages) {
+          if (message.type === invocationType && typeof message.target === "string") this.listen(message.target);
+        }
+        return messages;
+      },
+    };
+  }
+
   receive(name, payload) {
     if (!payload || typeof payload !== "object") return this.dispatch(name, payload);
     if (payload.retryCount > 0) this.stats.retried += 1;
@@ -376,6 +417,7 @@ export class ConduitConnection {
     const handler = this.handlers.get(name);
     try {
       if (handler) await handler(payload);
+      else this.stats.unhandled += 1;
       this.stats.processed += 1;
       if (payload?.requiresAck && payload.messageId) {
         this.stats.acked += 1;
