@@ -8,7 +8,8 @@ const pick = (figures, path) => path.split(".").reduce((value, key) => value?.[k
 function element(tag, attributes = {}, text = null, namespace = null) {
   const node = namespace ? document.createElementNS(namespace, tag) : document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  if (text !== null) node.textContent = String(text);
+  if (Array.isArray(text)) node.append(...text); // nodes and strings
+  else if (text !== null) node.textContent = String(text);
   return node;
 }
 
@@ -27,6 +28,7 @@ function rows(name, items, cells, empty) {
 }
 
 const clock = (iso) => iso.slice(11, 16); // HH:MM of the server's ISO time (UTC, as the admin shows times)
+const formats = { clock: (iso) => iso.slice(11, 19) };
 
 function drawChart(svg, minutes) {
   const [width, height, left, right, top, bottom] = [720, 200, 44, 8, 10, 22];
@@ -60,15 +62,30 @@ function drawChart(svg, minutes) {
 }
 
 function render(figures) {
-  for (const node of root.querySelectorAll("[data-figure]")) node.textContent = pick(figures, node.dataset.figure) ?? "-";
+  for (const node of root.querySelectorAll("[data-figure]")) {
+    const value = pick(figures, node.dataset.figure);
+    const format = formats[node.dataset.format];
+    node.textContent = value === undefined || value === null ? "-" : format ? format(String(value)) : value;
+  }
+  // The minutes the per-minute counts are of: the one running and the last complete one.
+  const minute = { current: figures.minutes.at(-1), previous: figures.minutes.at(-2) };
+  for (const node of root.querySelectorAll("[data-minute]")) {
+    const start = minute[node.dataset.minute]?.start;
+    node.textContent = start ? clock(start) : "-";
+  }
   rows("hubs", figures.hubs, (h) => [["th", h.hub, { scope: "row" }], ["td", h.connections], ["td", h.groups], ["td", h.stale]],
        "No hub has had a connection yet.");
   rows("servers", figures.servers, (s) => [
-    ["th", s.serverId + (s.thisProcess ? " (this one)" : ""), { scope: "row" }], ["td", s.connections],
-    ["td", s.breakerState, { class: `breaker-${s.breakerState}` }], ["td", s.startedAt], ["td", `${s.lastSeenSeconds} s ago`],
+    ["th", [element("code", {}, s.serverId), ...(s.thisProcess ? [" ", element("span", { class: "monitoring-quiet" }, "(this one)")] : [])],
+     { scope: "row" }],
+    ["td", s.connections],
+    ["td", s.breakerState, { class: `breaker-${s.breakerState}` }], ["td", [element("time", { datetime: s.startedAt }, s.startedAt.slice(0, 10)), " ",
+            element("time", { datetime: s.startedAt }, s.startedAt.slice(11, 19))]],
+    ["td", `${s.lastSeenSeconds} s ago`],
   ], "No serving process reported (they report while they hold connections).");
   const { open, half_open: halfOpen } = figures.breakers;
   root.querySelector("#figure-failed").classList.toggle("monitoring-failed", figures.failedLastMinute > 0);
+  root.querySelector("#figure-failed-now").classList.toggle("monitoring-failed", figures.failedThisMinute > 0);
   root.querySelector("[data-breakers]").classList.toggle("monitoring-alert", open + halfOpen > 0);
   drawChart(root.querySelector("[data-chart]"), figures.minutes);
   root.dataset.updates = String(Number(root.dataset.updates ?? 0) + 1);
