@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hubs.delivery import receipts
 from hubs.delivery.pending import get_pending
 from hubs.errors import HubError
 from hubs.hub import Hub
@@ -97,8 +98,11 @@ class AckBenchHub(BenchHub):
 
     @hub_method
     async def acknowledge_messages(self, message_ids: list[str]) -> int:
-        """The base hub's ``AcknowledgeMessages``, then note when each id was done."""
-        cleared = await self._acknowledge_all(message_ids)
+        """The base hub's ``AcknowledgeMessages`` (its receipts, per id), then note when each id
+        was done."""
+        assert self.context is not None
+        connection_id = self.context.connection_id
+        cleared = await receipts.acknowledge_many(self.get_hub_name(), connection_id, message_ids)
         now = time.time()
         _ACKS.extend((message_id, now, ok) for message_id, ok in zip(message_ids, cleared, strict=True))
         return sum(cleared)

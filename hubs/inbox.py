@@ -41,7 +41,10 @@ class Inbox:
         if self._held is not None:  # a resume is replaying history: live events wait behind it
             self._held.append(message)
             return
-        await self._deliver(message)
+        # The hot path: one coroutine level from the router's dispatch to the socket's send.
+        if self._wanted(message):
+            await self._session.write_record(message["records"])
+            record_delivery(self._hub_name, message)
 
     async def replay(
         self, stream: str, epoch: str | None, last_seq: int, join: Callable[[], Awaitable[None]]
@@ -61,18 +64,19 @@ class Inbox:
             while self._held:
                 held, self._held = self._held, []
                 for message in held:
-                    await self._deliver(message)
+                    if self._wanted(message):
+                        await self._session.write_record(message["records"])
+                        record_delivery(self._hub_name, message)
             self._held = None
         return replay
 
-    async def _deliver(self, message: dict[str, Any]) -> None:
+    def _wanted(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` goes to this connection: not excluded, and not sent to it before
+        (unless it is a redelivery)."""
         exclude = message.get("exclude")
         if exclude and self._connection_id() in exclude:
-            return
-        if not self._first_time(message.get("id")) and not message.get("redeliver"):
-            return
-        await self._session.write_record(message["records"])
-        record_delivery(self._hub_name, message)
+            return False
+        return self._first_time(message.get("id")) or bool(message.get("redeliver"))
 
     def _first_time(self, message_id: str | None) -> bool:
         """Record ``message_id`` as sent; False if it already was."""

@@ -116,10 +116,18 @@ class ProtocolSession:
         self._count_out(sum(1 for m in messages if not isinstance(m, PingMessage)))
 
     async def write_record(self, records: dict[str, str | bytes]) -> None:
-        """Send a record encoded beforehand for every protocol (``Outbound.records``)."""
-        if self.protocol is not None:
-            await self.send_frame(records[self.protocol.name])
-            self._count_out(1)
+        """Send a record encoded beforehand for every protocol (``Outbound.records``). Every
+        delivery comes this way: it sends the frame itself rather than through ``send_frame``."""
+        protocol = self.protocol
+        if protocol is None or self.closed:
+            return
+        data = records[protocol.name]
+        self.last_sent = self._clock()
+        if isinstance(data, str):
+            await self._send({"type": "websocket.send", "text": data})
+        else:
+            await self._send({"type": "websocket.send", "bytes": data})
+        self._count_out(1)
 
     async def write_outbound(self, outbound: Outbound) -> None:
         """Send a server event encoded by ``encode_outbound``."""
