@@ -480,11 +480,7 @@ class Hub(AsyncConsumer):
         """Take over and receive what this user's vanished connections did not acknowledge."""
         assert self.context is not None
         try:
-            await adopt_and_redeliver(
-                namespace=self.get_group_namespace(),
-                user_id=user_id,
-                connection_id=self.context.connection_id,
-            )
+            await adopt_and_redeliver(user_id=user_id, connection_id=self.context.connection_id)
         except Exception:
             logger.exception(
                 "%s: could not redeliver pending messages to a new connection.", self.get_hub_name()

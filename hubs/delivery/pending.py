@@ -88,6 +88,12 @@ class Pending(Protocol):
         """Everything ``connection_id`` still owes an ack for, oldest due first."""
         ...
 
+    async def owing(self, user_id: str) -> set[str]:
+        """The connections of ``user_id`` that had entries (some may have acknowledged them all
+        since): what ``adopt`` would look at. One cheap read, so that a new connection of a user
+        who owes nothing (the common case) checks no lease."""
+        ...
+
     async def adopt(
         self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int
     ) -> list[PendingEntry]:
@@ -163,6 +169,10 @@ class MemoryPending:
         with self._lock:
             found = [e for (c, _), e in self._entries.items() if c == connection_id]
         return sorted(found, key=lambda e: e.due)
+
+    async def owing(self, user_id: str) -> set[str]:
+        with self._lock:
+            return set(self._users.get(user_id, ()))
 
     async def adopt(
         self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int
@@ -455,6 +465,10 @@ class RedisPending:
             if score is not None
         ]
         return sorted(entries, key=lambda e: e.due)
+
+    async def owing(self, user_id: str) -> set[str]:
+        found = await self.redis.client().smembers(self._user(user_id))
+        return {c.decode() if isinstance(c, bytes) else c for c in found}
 
     async def adopt(
         self, user_id: str, connection_id: str, live: Collection[str], due: float, max_attempts: int

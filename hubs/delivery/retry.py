@@ -199,16 +199,20 @@ async def _process(
     result.resent += 1
 
 
-async def adopt_and_redeliver(
-    *, namespace: str, user_id: str, connection_id: str, now: float | None = None
-) -> int:
+async def adopt_and_redeliver(*, user_id: str, connection_id: str, now: float | None = None) -> int:
     """A user's new connection takes over what the user's vanished connections still owe an ack
     for, and gets it at once. Runs when a connection of an authenticated user is established."""
     now = time.time() if now is None else now
-    members = get_members()
-    live = set(await members.resolve_alive([user_channel(namespace, user_id)]))
+    pending = get_pending()
+    # Only the user's connections that had entries matter, and only those of them still alive
+    # keep theirs: one read when the user owes nothing, whatever number of connections it has.
+    owing = await pending.owing(user_id)
+    owing.discard(connection_id)
+    if not owing:
+        return 0
+    live = await get_members().alive(owing)
     max_attempts = max(0, int(conduit_settings.MAX_RETRIES) - 1)
-    moved = await get_pending().adopt(user_id, connection_id, live, now + _lease(), max_attempts)
+    moved = await pending.adopt(user_id, connection_id, live, now + _lease(), max_attempts)
     if not moved:
         return 0
     messages = await _load_messages({e.message_id for e in moved})

@@ -90,6 +90,15 @@ async def test_a_new_connection_adopts_what_the_users_gone_connections_owe(pendi
     assert await pending.adopt("7", "newest", live={"newer", "live"}, due=10.0, max_attempts=2) == []
 
 
+async def test_owing_names_the_users_connections_that_had_entries(pending):
+    assert await pending.owing("7") == set()
+    await pending.register("m1", {"a": "7", "b": "7", "c": "8"}, due=100.0)
+    await pending.register("m2", ["anonymous"], due=100.0)
+    assert await pending.owing("7") == {"a", "b"}
+    await pending.adopt("7", "new", live={"b"}, due=10.0, max_attempts=5)
+    assert await pending.owing("7") == {"b", "new"}  # "a" moved to "new"
+
+
 async def test_adoption_keeps_the_new_connections_own_entry(pending):
     await pending.register("m1", {"old": "7", "new": "7"}, due=100.0)
     assert await pending.adopt("7", "new", live=set(), due=10.0, max_attempts=5) == []
