@@ -14,14 +14,15 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from hubs.routing import websocket_application  # noqa: E402
+from hubs.routing import http_application, websocket_application  # noqa: E402
 
 from .hubs import HUBS  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # The embedded server serves /static/ itself; behind a proxy, let the proxy do it.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # Negotiates are answered before Django; the embedded server serves /static/ itself
+        # (behind a proxy, let the proxy do it).
+        "http": http_application(HUBS, ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": websocket_application(HUBS),
     }
 )

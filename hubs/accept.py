@@ -3,6 +3,11 @@
 ``open_connection`` runs on ``websocket.connect`` and answers the ``ConnectionContext`` of the
 connection, or raises ``HubDenied`` (the client sees HTTP 403). The hub's own ``authorize`` hook
 runs after it.
+
+The user is the token's when one is sent, else the Django session's: the session cookie is read
+here (no Channels ``AuthMiddlewareStack`` is needed, and a token client never loads a session);
+a user an outer Channels middleware put in ``scope["user"]`` is taken as it is. Either way
+``scope["user"]`` holds the connection's user afterwards.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
-from django.contrib.auth.models import AnonymousUser
-
 from . import connections
-from .auth.resolve import InvalidToken, token_from_headers_and_query, user_from_token
+from .auth.resolve import (
+    InvalidToken,
+    asession_user,
+    auser_from_token,
+    session_key_from_headers,
+    token_from_headers_and_query,
+)
 from .context import ConnectionContext
 from .errors import HubDenied
 from .security import origin_allowed
@@ -34,11 +42,14 @@ async def open_connection(
     token = token_from_headers_and_query(headers, query_string)
     if token is not None:
         try:
-            user = await database_sync_to_async(user_from_token)(token)
+            user = await auser_from_token(token)
         except InvalidToken as exc:
             raise HubDenied("Invalid or expired access token.") from exc
+    elif scope.get("user") is not None:
+        user = scope["user"]
     else:
-        user = scope.get("user") or AnonymousUser()
+        user = await asession_user(session_key_from_headers(header))
+    scope["user"] = user
     authenticated = bool(getattr(user, "is_authenticated", False))
     if require_authentication and not authenticated:
         raise HubDenied("Authentication required.")

@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_TTL": 3600,
     # Salt of the signed tokens; changing it invalidates every token issued.
     "TOKEN_SALT": "conduit_rt.access_token",
+    # Seconds a process keeps a user it loaded for a token or a session (0: never): a connect
+    # storm then costs no database query per client. A user made inactive, deleted or logged
+    # out is refused at most this long after the change.
+    "USER_CACHE_TTL": 30.0,
     # --- Streams and history ---------------------------------------------------------------------
     # Where each group's recent messages are kept for resume: an in-memory store (one process,
     # the embedded mode) or Redis Streams (shared; needs REDIS_URL).

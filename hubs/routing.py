@@ -1,8 +1,9 @@
-"""Routing helpers: one mapping of URL path → hub class gives both the WebSocket routes and the
-negotiate URLs, so the two can never disagree.
+"""Routing helpers: one mapping of URL path → hub class gives the WebSocket routes, the fast
+negotiate routes and the negotiate URLs, so they can never disagree.
 
     HUBS = {"hubs/tasks": "conduit_rt.demo.hubs.TaskHub"}
-    # asgi.py:  ProtocolTypeRouter({"http": ..., "websocket": websocket_application(HUBS)})
+    # asgi.py:  ProtocolTypeRouter({"http": http_application(HUBS, django_asgi_app),
+    #                               "websocket": websocket_application(HUBS)})
     # urls.py:  urlpatterns += negotiate_urls(HUBS)
 """
 
@@ -11,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import WebsocketDenier
 from django.urls import URLPattern, URLResolver, get_resolver, path, re_path
 from django.utils.module_loading import import_string
 
-from .negotiate import NegotiateView
+from .negotiate import NegotiateApp, NegotiateView
 
 
 def _hub_class(value: str | type) -> Any:
@@ -36,8 +36,26 @@ def websocket_urlpatterns(hubs: Mapping[str, str | type]) -> list[Any]:
 
 
 def websocket_application(hubs: Mapping[str, str | type]) -> Any:
-    """The ASGI app for the ``websocket`` scope: session auth, then the hub routes."""
-    return AuthMiddlewareStack(URLRouter(websocket_urlpatterns(hubs)))
+    """The ASGI app for the ``websocket`` scope: the hub routes.
+
+    No Channels ``AuthMiddlewareStack`` is needed: a hub reads the token or the session cookie
+    itself when the connection opens (``hubs.accept``), so a token client never loads a session.
+    Wrapped in Channels' middleware anyway, a hub takes the ``scope["user"]`` it finds.
+    """
+    return URLRouter(websocket_urlpatterns(hubs))
+
+
+def http_application(hubs: Mapping[str, str | type], django_application: Any) -> Any:
+    """The ASGI app for the ``http`` scope: each hub's ``<path>/negotiate`` answered at once
+    (``hubs.negotiate.NegotiateApp``: no middleware chain, no thread hop), everything else by
+    ``django_application`` (``get_asgi_application()``)."""
+    routes = {f"/{_clean(p)}/negotiate": NegotiateApp(_hub_class(h)) for p, h in hubs.items()}
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        await (app or django_application)(scope, receive, send)
+
+    return application
 
 
 def negotiate_urls(hubs: Mapping[str, str | type]) -> list[URLPattern]:

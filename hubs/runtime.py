@@ -6,9 +6,10 @@ connections (``hubs.presence``), the ack batcher (``hubs.delivery.ack_batch``), 
 (``hubs.rate_limit``) and the loop's background runners (the embedded retry pass, and those an
 app starts, such as the monitoring app's stale cleanup).
 
-Per process: the stores (pending acks, memberships, histories, and those an app registers, such
-as the connection monitor), each built on first use from the settings and built again when those
-settings change, and the circuit breakers.
+Per process: the stores (pending acks, memberships, histories, negotiated connections, and those
+an app registers, such as the connection monitor), each built on first use from the settings and
+built again when those settings change, the circuit breakers, and the users resolved a moment
+ago (``hubs.auth.users``).
 
 ``runtime()`` is the one instance. ``runtime().reset()`` forgets all of it (tests, between
 tests); ``runtime().swap_store(name, store)`` puts a store of the test's own in place until the
@@ -27,6 +28,8 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import connections
+from .auth.users import RecentUsers
 from .delivery import breaker, history, members, pending
 from .delivery.ack_batch import AckBatcher
 from .delivery.built import BuiltOnUse
@@ -107,9 +110,12 @@ class Runtime:
             "pending": pending.get_pending,
             "members": members.get_members,
             "history": history.get_history,
+            "negotiated": connections.get_negotiated,
         }
         #: Whether runners start with the first connection of a loop (tests turn it off).
         self.autostart_runners = True
+        #: Users resolved a moment ago (``hubs.auth.users``, ``USER_CACHE_TTL``).
+        self.recent_users = RecentUsers()
 
     def loop(self) -> LoopRuntime:
         """The running loop's part."""
@@ -147,6 +153,7 @@ class Runtime:
         self._loops = weakref.WeakKeyDictionary()
         for store in self._stores.values():
             store.reset()
+        self.recent_users.clear()
         self.settings_changed()
 
     def settings_changed(self) -> None:

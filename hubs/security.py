@@ -41,3 +41,19 @@ def _matches(scheme: str, netloc: str, pattern: str) -> bool:
     if allowed_domain.startswith("."):
         return domain == allowed_domain[1:] or domain.endswith(allowed_domain)
     return domain == allowed_domain
+
+
+def host_allowed(host: str | None) -> bool:
+    """Whether ``host`` (a ``Host`` header) is one of ``ALLOWED_HOSTS``, as Django's
+    ``HttpRequest.get_host`` decides for the requests it handles (with ``DEBUG`` and no
+    ``ALLOWED_HOSTS``, the local names)."""
+    from django.conf import settings
+    from django.http.request import validate_host
+
+    if not host:
+        return False
+    domain, _ = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)

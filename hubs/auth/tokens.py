@@ -40,14 +40,36 @@ def read_token(token: str, *, now: float | None = None) -> str | None:
     return user_pk
 
 
-def validate_signed_token(token: str) -> AbstractBaseUser | None:
-    """Token validator (see ``TOKEN_VALIDATORS``): the active user a signed token names."""
-    user_pk = read_token(token)
-    if user_pk is None:
-        return None
+def active_user(user_pk: str) -> AbstractBaseUser | None:
+    """The active user with primary key ``user_pk``, else None (uses the ORM)."""
     user_model = get_user_model()
     try:
         user = user_model._default_manager.get(pk=user_pk)
     except (user_model.DoesNotExist, ValueError):
         return None
     return user if user.is_active else None
+
+
+class SignedTokenValidator:
+    """The default ``TOKEN_VALIDATORS`` entry: the active user a signed token names.
+
+    A two-step validator (``hubs.auth.resolve``): ``user_key`` checks the signature and the
+    expiry without the database, ``load_user`` finds the user; the hubs keep the users they
+    loaded a moment ago (``USER_CACHE_TTL``). Called with a token, it does both steps.
+    """
+
+    def user_key(self, token: str) -> str | None:
+        """The primary key a valid, unexpired token names, else None (no database)."""
+        return read_token(token)
+
+    def load_user(self, user_pk: str) -> AbstractBaseUser | None:
+        """The active user ``user_pk`` (uses the ORM: runs in a worker thread)."""
+        return active_user(user_pk)
+
+    def __call__(self, token: str) -> AbstractBaseUser | None:
+        user_pk = self.user_key(token)
+        return None if user_pk is None else self.load_user(user_pk)
+
+
+#: The default validator (``"hubs.auth.tokens.validate_signed_token"``).
+validate_signed_token = SignedTokenValidator()

@@ -1,37 +1,71 @@
-"""Negotiate and the WebSocket that claims its connection, with auth, origins and versions."""
+"""Negotiate and the WebSocket that claims its connection, with auth, origins and versions.
+
+Negotiate has two doors (``hubs.negotiate``): the ASGI app ``http_application`` routes to before
+Django, and the Django view; the tests of its answers go through both (``door``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
-from channels.testing import WebsocketCommunicator
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.core.asgi import get_asgi_application
 from django.test import AsyncClient, override_settings
 
+from hubs.routing import http_application
 from hubs.send import get_hub_context
+from tests.conftest import TEST_HUBS
 from tests.support.hub_client import HubClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+
+DOORS = ["asgi", "django"]
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def request(
+    door: str, method: str, path: str, headers: dict[str, str], cookies: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request through ``door``: status, headers (lower-case names), body."""
+    if door == "django":
+        client = AsyncClient(enforce_csrf_checks=True)
+        for name, value in (cookies or {}).items():
+            client.cookies[name] = value
+        response = await getattr(client, method.lower())(path, headers=headers)
+        return response.status_code, {k.lower(): v for k, v in response.items()}, response.content
+    raw = [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if cookies:
+        raw.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
+    app = http_application(TEST_HUBS, get_asgi_application())
+    communicator = HttpCommunicator(app, method, path, headers=raw)
+    response = await communicator.get_response(timeout=5)
+    found = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+    return response["status"], found, response["body"]
+
+
 async def negotiate(
-    path: str = "/hubs/tasks/negotiate", token: str | None = None, **extra
+    path: str = "/hubs/tasks/negotiate",
+    token: str | None = None,
+    *,
+    door: str = "asgi",
+    headers: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
 ) -> tuple[int, dict]:
-    client = AsyncClient(enforce_csrf_checks=True)
-    headers = bearer(token) if token else {}
-    headers.update(extra.pop("headers", {}))
-    response = await client.post(path, headers=headers, **extra)
-    is_json = response.get("Content-Type", "").startswith("application/json")
-    return response.status_code, (response.json() if is_json else {})
+    all_headers = {**(bearer(token) if token else {}), **(headers or {})}
+    status, found, body = await request(door, "POST", path, all_headers, cookies)
+    is_json = found.get("content-type", "").startswith("application/json")
+    return status, (json.loads(body) if is_json else {})
 
 
-async def test_version_1_gives_a_separate_url_safe_token(alice_token):
-    status, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=1", alice_token)
+@pytest.mark.parametrize("door", DOORS)
+async def test_version_1_gives_a_separate_url_safe_token(door, alice_token):
+    status, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=1", alice_token, door=door)
     assert status == 200
     assert body["negotiateVersion"] == 1
     assert body["connectionToken"] != body["connectionId"]
@@ -41,52 +75,80 @@ async def test_version_1_gives_a_separate_url_safe_token(alice_token):
     assert "ProtocolVersion" not in body and "useStatefulReconnect" not in body
 
 
-async def test_version_0_is_the_default_and_has_no_token(alice_token):
-    status, body = await negotiate(token=alice_token)
+@pytest.mark.parametrize("door", DOORS)
+async def test_version_0_is_the_default_and_has_no_token(door, alice_token):
+    status, body = await negotiate(token=alice_token, door=door)
     assert status == 200
     assert body["negotiateVersion"] == 0
     assert "connectionToken" not in body
 
 
-async def test_higher_versions_are_lowered_and_garbage_is_an_error(alice_token):
-    assert (await negotiate("/hubs/tasks/negotiate?negotiateVersion=7", alice_token))[1][
+@pytest.mark.parametrize("door", DOORS)
+async def test_higher_versions_are_lowered_and_garbage_is_an_error(door, alice_token):
+    assert (await negotiate("/hubs/tasks/negotiate?negotiateVersion=7", alice_token, door=door))[1][
         "negotiateVersion"
     ] == 1
-    status, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=x", alice_token)
+    status, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=x", alice_token, door=door)
     assert status == 200 and body == {"error": "The client requested a non-integer protocol version."}
 
 
-async def test_secure_hub_negotiate_needs_authentication(alice):
-    assert (await negotiate())[0] == 401
-    assert (await negotiate(token="forged"))[0] == 401
+@pytest.mark.parametrize("door", DOORS)
+async def test_secure_hub_negotiate_needs_authentication(door, alice):
+    assert (await negotiate(door=door))[0] == 401
+    assert (await negotiate(token="forged", door=door))[0] == 401
 
 
-async def test_session_authenticates_negotiate(alice):
-    client = AsyncClient(enforce_csrf_checks=True)
+@pytest.mark.parametrize("door", DOORS)
+async def test_session_authenticates_negotiate(door, alice):
+    client = AsyncClient()
     await client.aforce_login(alice)
-    response = await client.post("/hubs/tasks/negotiate?negotiateVersion=1")
-    assert response.status_code == 200  # csrf-exempt: the SignalR clients send no CSRF token
+    cookies = {name: morsel.value for name, morsel in client.cookies.items()}
+    # csrf-exempt: the SignalR clients send no CSRF token
+    status, body = await negotiate("/hubs/tasks/negotiate?negotiateVersion=1", door=door, cookies=cookies)
+    assert status == 200 and body["connectionToken"]
+    status, _ = await negotiate(door=door, cookies={"sessionid": "not-a-session"})
+    assert status == 401
 
 
-async def test_trailing_slash_and_get_are_not_negotiate(alice_token):
-    assert (await negotiate("/hubs/tasks/negotiate/", alice_token))[0] == 404
-    response = await AsyncClient().get("/hubs/tasks/negotiate", headers=bearer(alice_token))
-    assert response.status_code == 405
+@pytest.mark.parametrize("door", DOORS)
+async def test_trailing_slash_and_get_are_not_negotiate(door, alice_token):
+    assert (await negotiate("/hubs/tasks/negotiate/", alice_token, door=door))[0] == 404
+    status, _, _ = await request(door, "GET", "/hubs/tasks/negotiate", bearer(alice_token))
+    assert status == 405
 
 
-async def test_cors_preflight_and_origin_policy(alice_token):
-    response = await AsyncClient().options(
+async def test_the_asgi_door_checks_the_host_and_the_body_size(alice_token):
+    app = http_application(TEST_HUBS, get_asgi_application())
+    for headers, body, expected in [
+        ([(b"host", b"evil.example")], b"", 400),
+        ([(b"host", b"testserver")], b"x" * (64 * 1024 + 1), 413),
+        ([(b"host", b"testserver")], b"{}", 200),
+    ]:
+        auth = [(b"authorization", f"Bearer {alice_token}".encode())]
+        communicator = HttpCommunicator(
+            app, "POST", "/hubs/tasks/negotiate", body=body, headers=headers + auth
+        )
+        assert (await communicator.get_response(timeout=5))["status"] == expected
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_cors_preflight_and_origin_policy(door, alice_token):
+    status, headers, _ = await request(
+        door,
+        "OPTIONS",
         "/hubs/tasks/negotiate",
-        headers={"Origin": "http://testserver", "Access-Control-Request-Method": "POST"},
+        {"Origin": "http://testserver", "Access-Control-Request-Method": "POST"},
     )
-    assert response.status_code == 204
-    assert response["Access-Control-Allow-Origin"] == "http://testserver"
-    assert response["Access-Control-Allow-Credentials"] == "true"
-    assert "x-signalr-user-agent" in response["Access-Control-Allow-Headers"]
-    status, _ = await negotiate(token=alice_token, headers={"Origin": "http://evil.example"})
+    assert status == 204
+    assert headers["access-control-allow-origin"] == "http://testserver"
+    assert headers["access-control-allow-credentials"] == "true"
+    assert "x-signalr-user-agent" in headers["access-control-allow-headers"]
+    status, _ = await negotiate(token=alice_token, headers={"Origin": "http://evil.example"}, door=door)
     assert status == 403
     with override_settings(CONDUIT_RT={"ALLOWED_ORIGINS": ["https://.example.com"]}):
-        status, _ = await negotiate(token=alice_token, headers={"Origin": "https://app.example.com"})
+        status, _ = await negotiate(
+            token=alice_token, headers={"Origin": "https://app.example.com"}, door=door
+        )
         assert status == 200
 
 
@@ -187,6 +249,19 @@ async def test_concurrent_websockets_claim_a_negotiated_token_once_locmem(ws_app
 
 
 async def test_concurrent_websockets_claim_a_negotiated_token_once_redis(ws_app, alice_token, redis_url):
+    # With REDIS_URL, negotiated connections live in Conduit RT's own Redis store.
+    conduit = {"REDIS_URL": redis_url, "KEY_PREFIX": f"claim-race-{uuid.uuid4().hex}"}
+    with override_settings(CONDUIT_RT=conduit):
+        from hubs.connections import RedisNegotiated, get_negotiated
+
+        assert isinstance(get_negotiated(), RedisNegotiated)
+        await _race_for_one_token(ws_app, alice_token)
+
+
+async def test_concurrent_websockets_claim_a_negotiated_token_once_redis_cache(
+    ws_app, alice_token, redis_url
+):
+    # Without REDIS_URL, in a Django cache that Redis holds.
     caches = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

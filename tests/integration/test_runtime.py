@@ -36,7 +36,7 @@ async def test_a_swapped_store_is_used_until_the_reset():
 
 
 def test_unknown_store_names_say_which_exist():
-    with pytest.raises(KeyError, match="history, members, monitor, pending"):
+    with pytest.raises(KeyError, match="history, members, monitor, negotiated, pending"):
         runtime().swap_store("pendings", MemoryPending())
 
 
