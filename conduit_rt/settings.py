@@ -4,6 +4,10 @@ Environment variables:
 
 - ``REDIS_URL``: switches the channel layer (channels-redis), the cache that holds negotiated
   connections, and Celery's broker to Redis, so several processes share one state.
+- ``CHANNEL_LAYER_REDIS_URLS``: comma-separated Redis URLs the channel layer shards over
+  (channels-redis consistent hashing; every process must list the same URLs in the same order).
+  Default: ``REDIS_URL`` alone. Only the layer moves: Conduit RT's own stores, the cache and
+  Celery stay on ``REDIS_URL``, which must be set too (``docs/operations.md``).
 - ``DATABASE_URL``: ``sqlite:///path`` or ``postgres://user@host/db`` (dj-database-url form).
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
 - ``CELERY_TASK_ALWAYS_EAGER``: run Celery tasks in the calling process (default: without Redis).
@@ -17,6 +21,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from conduit_rt.demo.conf import environ_overrides as demo_environ_overrides
 from hubs.beat import beat_schedule
@@ -143,6 +148,15 @@ CONDUIT_DEMO: dict[str, object] = demo_environ_overrides(os.environ)
 key_prefix = str(CONDUIT_RT.get("KEY_PREFIX", "conduit"))  # lower case: not a Django setting
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# The Redis servers the channel layer shards over (lower case: not a Django setting). The order
+# matters: channels-redis picks a group's or a process channel's server by its index in the list.
+layer_hosts = [url.strip() for url in os.environ.get("CHANNEL_LAYER_REDIS_URLS", "").split(",")]
+layer_hosts = [url for url in layer_hosts if url]
+if layer_hosts and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "CHANNEL_LAYER_REDIS_URLS needs REDIS_URL: Conduit RT's shared stores, the cache and Celery "
+        "stay on REDIS_URL, and without it they would live in each process's memory."
+    )
 
 if REDIS_URL:
     # Conduit RT's own shared state (group histories) lives in the same Redis.
@@ -152,7 +166,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # Consistent hashing over these: a group (its member list) lives on the server its
+                # name hashes to, a process channel's messages on the one its name hashes to.
+                "hosts": layer_hosts or [REDIS_URL],
                 "prefix": f"{key_prefix}:layer:",
                 # Per channel: each server process has one channel for all its connections
                 # (hubs/fanout.py), so this bounds the messages waiting for a whole process.

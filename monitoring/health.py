@@ -170,7 +170,8 @@ class RedisPing(ConduitCheck):
 
 @dataclasses.dataclass
 class ChannelLayerRoundTrip(ConduitCheck):
-    """A message to a fresh channel of the layer ``alias``, received back by this process."""
+    """A message to a fresh channel of the layer ``alias`` (sent to a group of its own, as hub
+    messages are), received back by this process."""
 
     name: ClassVar[str] = "channel_layer"
     alias: str = "default"
@@ -191,10 +192,19 @@ class ChannelLayerRoundTrip(ConduitCheck):
         token = uuid.uuid4().hex
 
         async def round_trip() -> None:
+            # Through a group of its own, as every hub message travels: with the layer sharded
+            # over several Redis servers, channels-redis's plain ``send`` to a process channel
+            # hashes the whole name and may write to a server its ``receive`` does not read
+            # (channels-redis#221); ``group_send`` finds the server the channel is read from.
             channel = await layer.new_channel(prefix=ROUND_TRIP_PREFIX)
-            await layer.send(channel, {"type": "conduit.health", "token": token})
-            while (await layer.receive(channel)).get("token") != token:
-                pass  # nothing else is sent to a fresh channel; a stray message is skipped
+            group = f"conduit.health.{token}"
+            await layer.group_add(group, channel)
+            try:
+                await layer.group_send(group, {"type": "conduit.health", "token": token})
+                while (await layer.receive(channel)).get("token") != token:
+                    pass  # nothing else is sent to a fresh channel; a stray message is skipped
+            finally:
+                await layer.group_discard(group, channel)
 
         try:
             await asyncio.wait_for(round_trip(), timeout)
