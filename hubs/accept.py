@@ -1,8 +1,9 @@
 """The checks before a WebSocket is accepted: origin, credentials, and the negotiated connection.
 
 ``open_connection`` runs on ``websocket.connect`` and answers the ``ConnectionContext`` of the
-connection, or raises ``HubDenied`` (the client sees HTTP 403). The hub's own ``authorize`` hook
-runs after it.
+connection, or raises ``HubDenied`` (the client sees HTTP 403) or ``ServerBusy`` (admission
+control, ``hubs.admission``: the hub answers the handshake, then closes with the error and
+``allowReconnect``). The hub's own ``authorize`` hook runs after it.
 
 The user is the token's when one is sent, else the Django session's: the session cookie is read
 here (no Channels ``AuthMiddlewareStack`` is needed, and a token client never loads a session);
@@ -25,14 +26,16 @@ from .auth.resolve import (
     token_from_headers_and_query,
 )
 from .context import ConnectionContext
-from .errors import HubDenied
+from .errors import HubDenied, ServerBusy
+from .runtime import local_admission, local_connections
 from .security import origin_allowed
 
 
 async def open_connection(
-    scope: dict[str, Any], hub_name: str, *, require_authentication: bool
+    scope: dict[str, Any], hub_name: str, *, namespace: str, require_authentication: bool
 ) -> ConnectionContext:
-    """Check the request of a WebSocket to hub ``hub_name``; its context, or ``HubDenied``."""
+    """Check the request of a WebSocket to hub ``hub_name`` (groups in ``namespace``); its
+    context, or ``HubDenied``, or ``ServerBusy``."""
     headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
     header = {k.lower(): v.decode("latin1") for k, v in headers}
     if not origin_allowed(header.get(b"origin"), header.get(b"host")):
@@ -65,6 +68,16 @@ async def open_connection(
         connection_id = negotiated.connection_id
     else:  # skipNegotiation: the client connects straight to the hub URL.
         connection_id = connections.new_connection_id()
+    refusal = await local_admission().admit(
+        hub=hub_name,
+        namespace=namespace,
+        user_id=user_pk,
+        open_connections=len(local_connections().connections),
+        door="websocket",
+        new=not ids,  # a negotiated connection was admitted at negotiate
+    )
+    if refusal is not None:
+        raise ServerBusy(refusal.error, refusal.retry_after)
 
     client = scope.get("client")
     now = datetime.now(UTC)

@@ -43,6 +43,15 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_SCOPE": "connection",
     # The `limits` strategy: "moving-window", "fixed-window" or "sliding-window-counter".
     "RATE_LIMIT_STRATEGY": "moving-window",
+    # --- Admission control (docs/operations.md) -------------------------------------------------
+    # Connection attempts (negotiates, and WebSockets without one) each server process takes per
+    # second, and how many it takes at once above that rate; 0 = no limit.
+    "CONNECT_RATE": 200.0,
+    "CONNECT_BURST": 200,
+    # Open connections per server process (0 = no limit).
+    "MAX_CONNECTIONS": 25000,
+    # Open connections of one user per hub namespace, over all server processes (0 = no limit).
+    "MAX_CONNECTIONS_PER_USER": 100,
     # --- Payloads ------------------------------------------------------------------------------
     # Leave keys whose value is None out of server message payloads.
     "OMIT_NULLS": True,

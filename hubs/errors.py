@@ -23,6 +23,15 @@ class HubDenied(HubError):
         super().__init__(message)
 
 
+class ServerBusy(HubError):
+    """Admission control refused a connection (``hubs.admission``): the client may try again in
+    ``retry_after`` seconds, which its message says too."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(f"{message} Retry after {retry_after} s.")
+        self.retry_after = retry_after
+
+
 class InvalidArguments(HubError):
     """The arguments of an invocation are of the wrong type or shape."""
 

@@ -47,7 +47,7 @@ from .delivery import receipts
 from .delivery.history import Replay
 from .delivery.retry import adopt_and_redeliver
 from .delivery.runner import ensure_embedded_runner
-from .errors import HubDenied, InvalidArguments
+from .errors import HubDenied, InvalidArguments, ServerBusy
 from .inbox import Inbox
 from .invoker import Invoker
 from .keepalive import KeepAlive
@@ -307,7 +307,10 @@ class Hub(AsyncConsumer):
         parts = self._require_parts()
         try:
             context = await open_connection(
-                self.scope, self.get_hub_name(), require_authentication=self.require_authentication
+                self.scope,
+                self.get_hub_name(),
+                namespace=self.get_group_namespace(),
+                require_authentication=self.require_authentication,
             )
             self.context = context
             self.clients = HubClients(
@@ -319,6 +322,10 @@ class Hub(AsyncConsumer):
             )
             self._membership = Membership(self, context, parts.session)
             await self.authorize(context)
+        except ServerBusy as exc:
+            # Accepted only to answer its handshake with a Close it may reconnect from later.
+            logger.info("%s: turned a connection away: %s", self.get_hub_name(), exc.message)
+            parts.session.busy = exc.message
         except HubDenied as exc:
             logger.info("%s: refused a connection: %s", self.get_hub_name(), exc.message)
             await self._refuse()
@@ -338,7 +345,7 @@ class Hub(AsyncConsumer):
         if data is None:
             data = message.get("text")
         parts = self._require_parts()
-        if data is None or parts.session.closed or self.context is None:
+        if data is None or parts.session.closed or (self.context is None and parts.session.busy is None):
             return
         parts.session.last_received = self.clock()
         try:
@@ -420,6 +427,10 @@ class Hub(AsyncConsumer):
         if found is None:
             return
         _, protocol, rest = found
+        if session.busy is not None:
+            await session.accept(protocol)
+            await session.close_with(session.busy, allow_reconnect=True)
+            return
         assert self.context is not None
         assert self._membership is not None
         self.context.protocol = protocol.name

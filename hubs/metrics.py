@@ -76,6 +76,13 @@ class HubMetrics:
             "the limit).",
             ["hub", "outcome"],
         )
+        self.admission_refused = Counter(
+            "conduit_admission_refused_total",
+            "Connection attempts refused by admission control, by reason (rate: CONNECT_RATE; "
+            "connections: MAX_CONNECTIONS; user: MAX_CONNECTIONS_PER_USER) and door (negotiate: "
+            "503 with Retry-After; websocket: a Close that allows reconnecting).",
+            ["hub", "reason", "door"],
+        )
         self.retry_passes = Counter(
             "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
         )

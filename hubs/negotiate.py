@@ -11,7 +11,8 @@ One implementation (``negotiate``) behind two doors:
   the hubs the site serves (``routed_hub_names``).
 
 csrf-exempt (the clients send no CSRF token), routed without a trailing slash, answering CORS
-preflights for allowed origins. Versions 0 and 1; WebSockets with Text and Binary only.
+preflights for allowed origins. Versions 0 and 1; WebSockets with Text and Binary only. Over an
+admission limit (``hubs.admission``) it answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .auth.resolve import (
     session_key_from_headers,
     token_from_headers_and_query,
 )
+from .runtime import local_admission, local_connections
 from .security import host_allowed, origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,20 @@ async def _post(
         return _error(401, "Authentication required.")
 
     user_pk = str(user.pk) if authenticated else None
+    refusal = await local_admission().admit(
+        hub=hub_class.get_hub_name(),
+        namespace=hub_class.get_group_namespace(),
+        user_id=user_pk,
+        open_connections=len(local_connections().connections),
+        door="negotiate",
+        new=True,
+    )
+    if refusal is not None:
+        return Answer(
+            503,
+            {"error": refusal.error, "retryAfter": refusal.retry_after},
+            [("Retry-After", str(refusal.retry_after))],
+        )
     connection_id, connection_token = await connections.aregister(
         hub_class.get_hub_name(), user_pk, version=version
     )

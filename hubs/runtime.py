@@ -2,7 +2,8 @@
 
 Per event loop (``LoopRuntime``, made on first use by the loop that serves connections or runs
 sync sends): the routers of the channel layers (``hubs.fanout``), the presence of the loop's
-connections (``hubs.presence``), the ack batcher (``hubs.delivery.ack_batch``), the rate limiter
+connections (``hubs.presence``), the ack batcher (``hubs.delivery.ack_batch``), admission control
+(``hubs.admission``), the rate limiter
 (``hubs.rate_limit``) and the loop's background runners (the embedded retry pass, and those an
 app starts, such as the monitoring app's stale cleanup).
 
@@ -29,6 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import connections
+from .admission import Admission
 from .auth.users import RecentUsers
 from .delivery import breaker, history, members, pending
 from .delivery.ack_batch import AckBatcher
@@ -51,6 +53,8 @@ class LoopRuntime:
         self.connections = LocalConnections()
         #: The loop's batch of acknowledgements (``hubs.delivery.ack_batch``).
         self.ack_batcher = AckBatcher()
+        #: The loop's admission control (``hubs.admission``).
+        self.admission = Admission()
         self._limiter: tuple[tuple[Any, ...], InvocationLimiter] | None = None
         self._swapped_limiter: Any = None
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -179,6 +183,11 @@ def local_router(layer_alias: str = "default") -> LocalRouter:
 def local_connections() -> LocalConnections:
     """The running loop's connections (``hubs.presence``)."""
     return _runtime.loop().connections
+
+
+def local_admission() -> Admission:
+    """The running loop's admission control (``hubs.admission``)."""
+    return _runtime.loop().admission
 
 
 def ack_batcher() -> AckBatcher:

@@ -53,6 +53,8 @@ class ProtocolSession:
         self.last_received = 0.0
         #: The client has sent a Ping: from then on its silence counts (``CLIENT_TIMEOUT``).
         self.client_pinged = False
+        #: Admission control refused the connection: the error its handshake is closed with.
+        self.busy: str | None = None
 
     @property
     def open(self) -> bool:

@@ -8,7 +8,7 @@ import { test } from "node:test";
 
 import { FakeClock, settle } from "./fake_clock.mjs";
 
-import { ConduitConnection } from "../../hubs/static/conduit/conduit.mjs";
+import { ConduitConnection, retryAfterMs } from "../../hubs/static/conduit/conduit.mjs";
 
 /** The parts of the official HubConnection the helper uses; records what it is asked. */
 class FakeHubConnection {
@@ -35,7 +35,7 @@ class FakeHubConnection {
   async start() {
     if (this.startFailures > 0) {
       this.startFailures -= 1;
-      throw new Error("connection refused");
+      throw new Error(this.startError ?? "connection refused");
     }
     this.state = "Connected";
   }
@@ -53,9 +53,9 @@ class FakeHubConnection {
   deliver(name, payload) {
     return this.handlers.get(name)(payload);
   }
-  closeFromServer() {
+  closeFromServer(error) {
     this.state = "Disconnected";
-    for (const fn of this.callbacks.close) fn();
+    for (const fn of this.callbacks.close) fn(error);
   }
   sent(method) {
     return this.calls.filter(([kind, m]) => kind === "send" && m === method).map(([, , ...args]) => args);
@@ -125,6 +125,42 @@ test("start retries with backoff until the server answers, then subscribes the f
   assert.equal(conduit.state, "connected");
   assert.deepEqual(hub.invoked("SubscribeToTask"), [["t1"]]);
   assert.equal(conduit.stats.reconnects, 0);
+});
+
+test("retryAfterMs reads the server's wait from negotiate's 503 and from a Close", () => {
+  // What the official client (10) throws for negotiate's 503: the body is in the message.
+  const negotiate = new Error(
+    'Failed to complete negotiation with the server: Error: {"error":"The server is busy: too many connection attempts.","retryAfter":7}: Status code \'503\'',
+  );
+  assert.equal(retryAfterMs(negotiate), 7000);
+  const close = new Error("Server returned an error on close: The server is busy: too many connections. Retry after 5 s.");
+  assert.equal(retryAfterMs(close), 5000);
+  assert.equal(retryAfterMs(new Error("connection refused")), null);
+  assert.equal(retryAfterMs(undefined), null);
+});
+
+test("a server that asks to retry later is tried again between its wait and twice it, not on the backoff", async () => {
+  const { hub, clock, conduit } = setup();
+  hub.startFailures = 1;
+  hub.startError = 'Failed to complete negotiation with the server: Error: {"retryAfter":4}: Status code \'503\'';
+  const started = conduit.start();
+  await settle();
+  await clock.advance(250); // the backoff's first delay would have been 250 ms
+  assert.equal(conduit.state, "connecting");
+  await clock.advance(5750); // 4 s + half of 4 s (random 0.5)
+  await started;
+  assert.equal(conduit.state, "connected");
+  // The official client's own reconnect asks the helper the same way ...
+  assert.equal(hub.policy.nextRetryDelayInMilliseconds({ previousRetryCount: 0, retryReason: new Error("Retry after 2 s.") }), 3000);
+  assert.equal(hub.policy.nextRetryDelayInMilliseconds({ previousRetryCount: 0, retryReason: new Error("gone") }), 250);
+  // ... and so does a close it does not reconnect from.
+  hub.closeFromServer(new Error("Server returned an error on close: busy. Retry after 1 s."));
+  assert.equal(conduit.state, "disconnected");
+  await clock.advance(1499);
+  assert.equal(conduit.state, "disconnected");
+  await clock.advance(1);
+  await settle();
+  assert.equal(conduit.state, "connected");
 });
 
 test("processed once, in seq order; acknowledged in one batch after the window; a failure is nacked and its retry processed", async () => {

@@ -2,7 +2,9 @@
 // delivery semantics ask of a client (docs/client.md).
 //
 // - reconnects forever, with exponential backoff and full jitter, including when the first
-//   start fails and when the official client's own reconnect gives up;
+//   start fails and when the official client's own reconnect gives up; a server that turns it
+//   away (admission control: negotiate's 503 with retryAfter, or a Close saying "Retry after
+//   N s") is tried again after N to 2N seconds, so a crowd turned away together spreads out;
 // - processes each message once: duplicates (by messageId) are not handed to the handler again;
 // - processes a stream's messages in seq order, holding back what arrives ahead of a gap, and
 //   resumes a stream (ResumeTask) after a reconnect or when a gap stays open;
@@ -43,6 +45,15 @@ export function backoffDelay(attempt, options = DEFAULTS.reconnect, random = Mat
   const { initialDelayMs, maxDelayMs, factor } = { ...DEFAULTS.reconnect, ...options };
   const ceiling = Math.min(maxDelayMs, initialDelayMs * factor ** Math.min(attempt, 64));
   return Math.floor(random() * ceiling);
+}
+
+/** The seconds a server asked to wait before trying again, in milliseconds, from an error of the
+ * official client (negotiate's 503 body `{"retryAfter": N}` is in its message, as is a Close's
+ * "Retry after N s."); null when it asked for nothing. */
+export function retryAfterMs(error) {
+  const text = String(error?.message ?? error ?? "");
+  const found = /retry\W{0,3}after\W{0,3}(\d{1,4})/i.exec(text);
+  return found ? Number(found[1]) * 1000 : null;
 }
 
 /** "good", "fair" or "poor" for a ping round trip in milliseconds (null: no answer). */
@@ -218,7 +229,7 @@ export class ConduitConnection {
     this.connection = builder.build();
     this.connection.onreconnecting(() => this.setState("reconnecting"));
     this.connection.onreconnected(() => this.connected());
-    this.connection.onclose(() => this.closed());
+    this.connection.onclose((error) => this.closed(error));
   }
 
   // ---------------------------------------------------------------- public API
@@ -305,7 +316,15 @@ export class ConduitConnection {
   // ---------------------------------------------------------------- connection life
 
   retryDelay(ctx) {
-    return this.stopped ? null : backoffDelay(ctx.previousRetryCount, this.reconnectOptions, this.random);
+    return this.stopped ? null : this.nextDelay(ctx.previousRetryCount, ctx.retryReason);
+  }
+
+  /** Before attempt `attempt`: what the server asked for (`reason` carries it), between that and
+   * twice that; else the backoff. */
+  nextDelay(attempt, reason) {
+    const asked = retryAfterMs(reason);
+    if (asked !== null) return asked + Math.floor(this.random() * asked);
+    return backoffDelay(attempt, this.reconnectOptions, this.random);
   }
 
   async tryStart() {
@@ -315,7 +334,7 @@ export class ConduitConnection {
       await this.connection.start();
     } catch (error) {
       this.emit("error", error);
-      const delay = backoffDelay(this.attempt, this.reconnectOptions, this.random);
+      const delay = this.nextDelay(this.attempt, error);
       this.attempt += 1;
       this.startTimer = this.clock.setTimeout(() => this.tryStart(), delay);
       return;
@@ -339,14 +358,14 @@ export class ConduitConnection {
     if (first) first();
   }
 
-  closed() {
+  closed(error) {
     this.clock.clearTimeout(this.pingTimer);
     this.setQuality(null, "offline");
     this.setState("disconnected");
     if (this.stopped) return;
     // The official client's reconnect gave up (or the server closed without allowing it):
     // start again, with backoff, for as long as nobody called stop().
-    const delay = backoffDelay(this.attempt, this.reconnectOptions, this.random);
+    const delay = this.nextDelay(this.attempt, error);
     this.attempt += 1;
     this.startTimer = this.clock.setTimeout(() => this.tryStart(), delay);
   }
