@@ -10,8 +10,9 @@ Three limits, each a setting (0 turns it off):
 - ``MAX_CONNECTIONS`` open connections per process (those whose handshake succeeded: the loop's
   ``hubs.presence.LocalConnections``; attempts in flight may overshoot it by at most the burst).
 - ``MAX_CONNECTIONS_PER_USER`` open connections of one user in one hub namespace, counted over
-  all processes from the membership registry (connections whose presence lease holds). Checked at
-  negotiate and at a WebSocket without one; a user's attempts in flight at the same moment are
+  all processes from the membership registry (connections whose presence lease holds; when it
+  cannot be read, the attempt is let through, logged and counted). Checked at negotiate and at a
+  WebSocket without one; a user's attempts in flight at the same moment are
   not counted yet, so concurrent attempts may overshoot it by their number.
 
 A refused attempt gets ``Refusal``: negotiate answers 503 with ``Retry-After`` (and the seconds in
@@ -26,6 +27,7 @@ that and twice that). Each refusal is counted
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +37,8 @@ from .conf import conduit_settings
 from .delivery.members import get_members
 from .metrics import hub_metrics
 from .naming import user_channel
+
+logger = logging.getLogger(__name__)
 
 #: The longest ``Retry-After`` a refusal asks for (seconds).
 MAX_RETRY_AFTER = 60
@@ -96,7 +100,13 @@ class Admission:
         cap = int(conduit_settings.MAX_CONNECTIONS_PER_USER)
         if cap <= 0 or user_id is None:
             return None
-        live = await get_members().resolve_alive([user_channel(namespace, user_id)])
+        try:
+            live = await get_members().resolve_alive([user_channel(namespace, user_id)])
+        except Exception:
+            # The registry cannot be read: let the attempt through (the rate still holds).
+            logger.exception("Admission: could not count the connections of user %s.", user_id)
+            hub_metrics().errors.labels(where="admission").inc()
+            return None
         if len(live) >= cap:
             return Refusal("user", f"Too many connections for this user (at most {cap}).", CAP_RETRY_AFTER)
         return None

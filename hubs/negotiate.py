@@ -28,6 +28,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import connections
+from .admission import CAP_RETRY_AFTER
 from .auth.resolve import (
     InvalidToken,
     asession_user,
@@ -35,6 +36,7 @@ from .auth.resolve import (
     session_key_from_headers,
     token_from_headers_and_query,
 )
+from .metrics import hub_metrics
 from .runtime import local_admission, local_connections
 from .security import host_allowed, origin_allowed
 
@@ -123,11 +125,32 @@ async def _post(
         user = await auser_from_token(token) if token is not None else await session_user()
     except InvalidToken:
         return _error(401, "Invalid or expired access token.")
+    except Exception:  # noqa: BLE001 - logged and counted by _unavailable: the database is down
+        return _unavailable(hub_class)
     authenticated = bool(getattr(user, "is_authenticated", False))
     if hub_class.require_authentication and not authenticated:
         return _error(401, "Authentication required.")
 
     user_pk = str(user.pk) if authenticated else None
+    try:
+        return await _admit_and_register(hub_class, user_pk, version)
+    except Exception:  # noqa: BLE001 - logged and counted by _unavailable: a store is down
+        return _unavailable(hub_class)
+
+
+def _unavailable(hub_class: Any) -> Answer:
+    """What a negotiate that failed on a store or the database answers (inside ``except``): a
+    clear, retryable 503, the error logged and counted."""
+    logger.exception("Negotiate for %s failed.", hub_class.get_hub_name())
+    hub_metrics().errors.labels(where="negotiate").inc()
+    return Answer(
+        503,
+        {"error": "The server cannot take connections right now.", "retryAfter": CAP_RETRY_AFTER},
+        [("Retry-After", str(CAP_RETRY_AFTER))],
+    )
+
+
+async def _admit_and_register(hub_class: Any, user_pk: str | None, version: int) -> Answer:
     refusal = await local_admission().admit(
         hub=hub_class.get_hub_name(),
         namespace=hub_class.get_group_namespace(),

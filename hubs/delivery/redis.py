@@ -16,14 +16,20 @@ class PerLoopRedis:
     """Hands out the running loop's ``redis.asyncio.Redis`` for one URL.
 
     Each client's pool is capped at ``max_connections``, and a caller past the cap waits (up to
-    ``socket_timeout``) for a connection instead of opening another: a burst of a thousand
+    ``pool_timeout``) for a connection instead of opening another: a burst of a thousand
     disconnects would otherwise open a connection per concurrent call and keep them all
-    (redis-py 7's pools are unbounded and never shrink; redis-py 8's raise past 100).
+    (redis-py 7's pools are unbounded and never shrink; redis-py 8's raise past 100). The wait
+    is long on purpose: in a storm of thousands of connects, callers queue for the pool while
+    the loop is busy, and a wait is what they need, not a failure; an unreachable Redis still
+    fails each call after ``socket_timeout``.
     """
 
-    def __init__(self, url: str, *, socket_timeout: float = 5.0, max_connections: int = 50) -> None:
+    def __init__(
+        self, url: str, *, socket_timeout: float = 5.0, pool_timeout: float = 60.0, max_connections: int = 50
+    ) -> None:
         self.url = url
         self.socket_timeout = socket_timeout
+        self.pool_timeout = pool_timeout
         self.max_connections = max_connections
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
@@ -36,7 +42,7 @@ class PerLoopRedis:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
                 max_connections=self.max_connections,
-                timeout=self.socket_timeout,
+                timeout=self.pool_timeout,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.socket_timeout,
             )

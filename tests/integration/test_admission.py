@@ -120,3 +120,31 @@ async def test_a_websocket_without_negotiate_counts_as_an_attempt(ws_app, alice_
         assert close.allow_reconnect and close.error.endswith("Retry after 1 s.")
         await accepted.close()
     assert refused("rate", "websocket") == before + 1
+
+
+async def test_a_failing_store_makes_negotiate_a_retryable_503_not_a_500(alice_token, clock, monkeypatch):
+    from hubs import connections
+
+    async def unreachable(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(connections, "aregister", unreachable)
+    errors = {"where": "negotiate"}
+    before = REGISTRY.get_sample_value("conduit_errors_total", errors) or 0.0
+    status, headers, body = await negotiate(alice_token)
+    assert (status, headers["retry-after"]) == (503, "5")
+    assert body == {"error": "The server cannot take connections right now.", "retryAfter": 5}
+    assert REGISTRY.get_sample_value("conduit_errors_total", errors) == before + 1
+
+
+async def test_an_unreadable_registry_lets_the_attempt_through(alice_token, clock, fresh_delivery_stores):
+    class Broken:
+        async def resolve_alive(self, channels):
+            raise ConnectionError("Redis is down")
+
+    runtime().swap_store("members", Broken())
+    errors = {"where": "admission"}
+    before = REGISTRY.get_sample_value("conduit_errors_total", errors) or 0.0
+    with override_settings(CONDUIT_RT={"MAX_CONNECTIONS_PER_USER": 1}):
+        assert (await negotiate(alice_token))[0] == 200
+    assert REGISTRY.get_sample_value("conduit_errors_total", errors) == before + 1
