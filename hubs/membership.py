@@ -93,9 +93,10 @@ class Membership:
             except Exception:
                 logger.exception("%s: could not leave %s.", self._hub_name, channel)
                 hub_metrics().errors.labels(where="group_discard").inc()
-        await self._record("remove", channels, forget_user=True)
-        if self._system:
-            await self._presence("unregister")
+        if self._system:  # registry, lease and observers in the loop's departure batch
+            await local_connections().depart(self._context.connection_id, self._hub_name, channels)
+        else:
+            await self._record("remove", channels, forget_user=True)
 
     def monitor_record(self) -> ConnectionRecord:
         """The connection's record for observers (``hubs.signals``, ``hubs.records``); made when
@@ -135,16 +136,14 @@ class Membership:
             hub_metrics().errors.labels(where="members").inc()
 
     async def _presence(self, action: str) -> None:
-        """Take, refresh or end the connection's presence lease and tell observers."""
+        """Take or refresh the connection's presence lease and tell observers (it ends with
+        ``leave_all``)."""
         connections = local_connections()
         try:
             if action == "register":
                 await connections.register(self._context.connection_id, self)
-            elif action == "refresh":
-                if self._system and not self._session.closed:
-                    await connections.refresh(self)
-            else:
-                await connections.unregister(self._context.connection_id, self._hub_name)
+            elif self._system and not self._session.closed:  # refresh
+                await connections.refresh(self)
         except Exception:
             logger.exception("%s: could not %s the connection's presence.", self._hub_name, action)
             hub_metrics().errors.labels(where="presence").inc()

@@ -12,6 +12,11 @@ once:
   observers also take the messages it delivered and failed since the last round.
 
 The task ends when the last connection closes, after one last round.
+
+Closing connections depart together (``depart``): the registry removals, lease ends and the
+``connections_closed`` notice of every connection that closes while the previous batch is being
+written go in the next batch, one pipeline for all of them, so a disconnect storm of thousands
+costs a few round trips instead of several per connection (and never waits past the pool).
 A process that dies stops renewing, so its connections stop counting as alive after
 ``PRESENCE_TTL``: reconnect redelivery and the retry pass move what they owe to the user's new
 connection, and the stale cleanup removes what they left behind.
@@ -32,8 +37,8 @@ from .metrics import hub_metrics
 from .records import ConnectionRecord, ServerRecord
 from .signals import (
     connection_changed,
-    connection_closed,
     connection_opened,
+    connections_closed,
     connections_renewed,
     notify,
     process_report,
@@ -41,9 +46,12 @@ from .signals import (
 from .tally import process_identity
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
 logger = logging.getLogger(__name__)
+
+#: The most connections one departure batch writes.
+MAX_DEPARTURES = 500
 
 
 class Monitored(Protocol):
@@ -73,6 +81,9 @@ class LocalConnections:
         # meanwhile: the round may write their lease and record after their close removed them.
         self._renewing: set[str] = set()
         self._closed_while_renewing: dict[str, str] = {}
+        # Connections that closed, waiting for the next departure batch: (id, hub, channels, done).
+        self._departing: list[tuple[str, str, Sequence[str], asyncio.Future[None]]] = []
+        self._departures: asyncio.Task[None] | None = None
 
     async def register(self, connection_id: str, connection: Monitored) -> None:
         """Record the connection, take its lease and tell observers it opened."""
@@ -96,15 +107,35 @@ class LocalConnections:
         if not self.connections:
             self._wake.set()  # the renewal task reports once more and ends
 
-    async def unregister(self, connection_id: str, hub: str) -> None:
-        """Forget the connection, end its lease and tell observers it closed."""
+    async def depart(self, connection_id: str, hub: str, channels: Sequence[str]) -> None:
+        """Forget the connection (it closed), remove its memberships of ``channels`` from the
+        registry, end its lease and tell observers; returns once its batch is written (a failure
+        is logged and counted there)."""
         self.forget(connection_id)
         if connection_id in self._renewing:
             self._closed_while_renewing[connection_id] = hub
-        await asyncio.gather(
-            get_members().vanish(connection_id),
-            notify(connection_closed, connection_id=connection_id, hub=hub),
-        )
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._departing.append((connection_id, hub, list(channels), done))
+        if self._departures is None or self._departures.done():
+            self._departures = loop.create_task(self._write_departures(), name="conduit-departures")
+        await done
+
+    async def _write_departures(self) -> None:
+        """Write batches until none is waiting; what arrives meanwhile goes in the next one."""
+        while self._departing:
+            batch, self._departing = self._departing[:MAX_DEPARTURES], self._departing[MAX_DEPARTURES:]
+            try:
+                await asyncio.gather(
+                    get_members().depart([(c, channels) for c, _, channels, _ in batch]),
+                    notify(connections_closed, connections=[(c, hub) for c, hub, _, _ in batch]),
+                )
+            except Exception:
+                logger.exception("Could not remove %d closed connection(s).", len(batch))
+                hub_metrics().errors.labels(where="presence").inc()
+            for *_, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def _renew_some(self, connection_ids: Iterable[str], records: list[ConnectionRecord]) -> None:
         ttl = _ttl()
@@ -139,7 +170,7 @@ class LocalConnections:
             try:
                 await asyncio.gather(
                     *(get_members().vanish(c) for c in closed),
-                    *(notify(connection_closed, connection_id=c, hub=hub) for c, hub in closed.items()),
+                    notify(connections_closed, connections=list(closed.items())),
                 )
             except Exception:
                 logger.exception("Could not remove %d closed connection(s) again.", len(closed))

@@ -16,13 +16,15 @@ signal                     sent, with its keyword arguments
 ``connection_changed``     it joined or left a hub group: ``record``, ``ttl``
 ``connections_renewed``    every ``PRESENCE_TTL / 3`` seconds, for all of the process's connections at
                            once: ``records`` (a list), ``ttl``
-``connection_closed``      it closed and left its groups: ``connection_id``, ``hub``
+``connections_closed``     connections closed and left their groups; those of one moment together (a
+                           disconnect storm is written in batches): ``connections`` (a list of
+                           ``(connection_id, hub)``)
 ``process_report``         every presence round of a serving process, and after every retry pass of a
                            Celery worker: ``server`` (``hubs.records.ServerRecord``, None on a worker),
                            ``ttl``; take the delivery counts then (``hubs.tally.tally().take()``)
 =========================  ==========================================================================
 
-``sender`` is the hub class for the per-connection signals, None for the others. Per-message
+``sender`` is the hub class for the signals of one connection, None for the others. Per-message
 events are not signals (a signal per delivery would cost more than the delivery): the core
 counts deliveries and failures in Prometheus and in ``hubs.tally``, and observers read the tally
 on ``process_report``.
@@ -42,14 +44,14 @@ logger = logging.getLogger(__name__)
 connection_opened = Signal()
 connection_changed = Signal()
 connections_renewed = Signal()
-connection_closed = Signal()
+connections_closed = Signal()
 process_report = Signal()
 
 _NAMES = {
     id(connection_opened): "connection_opened",
     id(connection_changed): "connection_changed",
     id(connections_renewed): "connections_renewed",
-    id(connection_closed): "connection_closed",
+    id(connections_closed): "connections_closed",
     id(process_report): "process_report",
 }
 

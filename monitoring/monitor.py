@@ -50,6 +50,10 @@ class Monitor(Protocol):
         """Forget a connection (it closed, or the cleanup removed it)."""
         ...
 
+    async def remove_many(self, connections: Sequence[tuple[str, str]]) -> None:
+        """Forget several connections, ``(connection_id, hub)`` pairs, at once."""
+        ...
+
     async def get(self, connection_id: str) -> ConnectionRecord | None:
         """One connection's record (live or expired), or None."""
         ...
@@ -139,8 +143,12 @@ class MemoryMonitor:
                 self._hubs.add(record.hub)
 
     async def remove(self, connection_id: str, hub: str) -> None:
+        await self.remove_many([(connection_id, hub)])
+
+    async def remove_many(self, connections: Sequence[tuple[str, str]]) -> None:
         with self._lock:
-            self._records.pop(connection_id, None)
+            for connection_id, _ in connections:
+                self._records.pop(connection_id, None)
 
     async def get(self, connection_id: str) -> ConnectionRecord | None:
         with self._lock:
@@ -225,10 +233,19 @@ class RedisMonitor:
             await pipe.execute()
 
     async def remove(self, connection_id: str, hub: str) -> None:
+        await self.remove_many([(connection_id, hub)])
+
+    async def remove_many(self, connections: Sequence[tuple[str, str]]) -> None:
+        if not connections:
+            return
+        by_hub: dict[str, list[str]] = {}
+        for connection_id, hub in connections:
+            by_hub.setdefault(hub, []).append(connection_id)
         async with self.redis.client().pipeline(transaction=False) as pipe:
-            pipe.delete(self._key("conn", connection_id))
-            pipe.zrem(self._key("leases", hub), connection_id)
-            pipe.zrem(self._key("activity", hub), connection_id)
+            pipe.delete(*(self._key("conn", connection_id) for connection_id, _ in connections))
+            for hub, ids in by_hub.items():
+                pipe.zrem(self._key("leases", hub), *ids)
+                pipe.zrem(self._key("activity", hub), *ids)
             await pipe.execute()
 
     async def get(self, connection_id: str) -> ConnectionRecord | None:

@@ -37,9 +37,9 @@ async def connections_renewed(
     await get_monitor().upsert(records, ttl)
 
 
-async def connection_closed(sender: Any, connection_id: str, hub: str, **kwargs: Any) -> None:
-    """Remove a closed connection's record."""
-    await get_monitor().remove(connection_id, hub)
+async def connections_closed(sender: Any, connections: Sequence[tuple[str, str]], **kwargs: Any) -> None:
+    """Remove the records of closed connections (``(connection_id, hub)`` pairs)."""
+    await get_monitor().remove_many(connections)
 
 
 async def process_report(sender: Any, server: ServerRecord | None, ttl: float, **kwargs: Any) -> None:
@@ -55,7 +55,7 @@ def connect() -> None:
         (signals.connection_opened, connection_opened),
         (signals.connection_changed, connection_changed),
         (signals.connections_renewed, connections_renewed),
-        (signals.connection_closed, connection_closed),
+        (signals.connections_closed, connections_closed),
         (signals.process_report, process_report),
     )
     for signal, receiver in receivers:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from ..conf import conduit_settings
@@ -58,6 +58,11 @@ class Members(Protocol):
 
     async def vanish(self, connection_id: str) -> None:
         """End the connection's presence lease (it closed)."""
+        ...
+
+    async def depart(self, departures: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Connections that closed, ``(connection_id, channels)`` pairs: each one's memberships
+        of ``channels``, its user and its lease forgotten, all in one go."""
         ...
 
     async def alive(self, connection_ids: Iterable[str]) -> set[str]:
@@ -119,6 +124,11 @@ class MemoryMembers:
     async def vanish(self, connection_id: str) -> None:
         with self._lock:
             self._leases.pop(connection_id, None)
+
+    async def depart(self, departures: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for connection_id, channels in departures:
+            await self.remove(connection_id, channels, forget_user=True)
+            await self.vanish(connection_id)
 
     async def alive(self, connection_ids: Iterable[str]) -> set[str]:
         with self._lock:
@@ -217,6 +227,22 @@ class RedisMembers:
 
     async def vanish(self, connection_id: str) -> None:
         await self.redis.client().delete(self._lease_key(connection_id))
+
+    async def depart(self, departures: Sequence[tuple[str, Sequence[str]]]) -> None:
+        if not departures:
+            return
+        async with self.redis.client().pipeline(transaction=False) as pipe:
+            for connection_id, channels in departures:
+                for channel in channels:
+                    pipe.srem(self.prefix + channel, connection_id)
+            pipe.delete(
+                *(
+                    key
+                    for connection_id, _ in departures
+                    for key in (self._user_key(connection_id), self._lease_key(connection_id))
+                )
+            )
+            await pipe.execute()
 
     async def alive(self, connection_ids: Iterable[str]) -> set[str]:
         ids = sorted(set(connection_ids))

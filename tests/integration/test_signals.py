@@ -30,7 +30,7 @@ def seen():
         "connection_opened",
         "connection_changed",
         "connections_renewed",
-        "connection_closed",
+        "connections_closed",
         "process_report",
     ):
 
@@ -57,8 +57,8 @@ async def test_a_connections_life_reaches_observers_in_order(
     names = [name for name, _, _ in seen]
     assert names[:3] == ["connection_opened", "connection_changed", "connections_renewed"]
     assert "process_report" in names
-    assert names.count("connection_closed") == 1
-    closed = names.index("connection_closed")
+    assert names.count("connections_closed") == 1
+    closed = names.index("connections_closed")
     assert closed > 2
 
     _, sender, opened = seen[0]
@@ -72,7 +72,7 @@ async def test_a_connections_life_reaches_observers_in_order(
     report = next(kwargs for name, _, kwargs in seen if name == "process_report")
     assert isinstance(report["server"], ServerRecord)
     assert report["server"].connections == 1
-    assert seen[closed][2] == {"connection_id": record.connection_id, "hub": "tasks"}
+    assert seen[closed][2] == {"connections": [(record.connection_id, "tasks")]}
 
 
 async def test_a_failing_observer_is_logged_and_counted_and_the_connection_serves_on(

@@ -46,6 +46,19 @@ async def test_presence_leases_hold_until_they_end(members):
     assert await members.alive([]) == set()
 
 
+async def test_depart_forgets_memberships_users_and_leases_of_many_at_once(members):
+    await members.add("c1", ["g", "u7"], user_id="7")
+    await members.add("c2", ["g", "u8"], user_id="8")
+    await members.add("c3", ["g"])
+    await members.touch(["c1", "c2", "c3"], ttl=30)
+    await members.depart([("c1", ["g", "u7"]), ("c2", ["g", "u8"])])
+    assert await members.members(["g", "u7", "u8"]) == {"c3"}
+    assert await members.alive(["c1", "c2", "c3"]) == {"c3"}
+    await members.add("c1", ["g"])  # an id seen again has no user left
+    assert await members.resolve(["g"]) == {"c1": None, "c3": None}
+    await members.depart([])
+
+
 async def test_memory_presence_runs_on_its_clock():
     now = [100.0]
     members = MemoryMembers(clock=lambda: now[0])

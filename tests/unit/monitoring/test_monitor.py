@@ -71,6 +71,15 @@ async def test_active_connections_are_those_whose_lease_holds(monitor, clock):
     assert await monitor.get("c1") is None
 
 
+async def test_remove_many_forgets_records_of_several_hubs_at_once(monitor, clock):
+    await monitor.upsert([record("c1"), record("c2", hub="video"), record("c3")], ttl=30)
+    await monitor.remove_many([("c1", "tasks"), ("c2", "video"), ("c9", "tasks")])
+    assert [r.connection_id for r in await monitor.connections()] == ["c3"]
+    clock.now += 31
+    assert [r.connection_id for r in await monitor.expired()] == ["c3"]  # no lease left behind
+    await monitor.remove_many([])
+
+
 async def test_idle_connections_and_the_summary(monitor, clock):
     base = clock.now
     await monitor.upsert(
