@@ -1,5 +1,5 @@
-"""What the benchmark drivers (``fanout.py``, ``acked.py``) and their client processes (``client.py``,
-``acked_client.py``) share.
+"""What the benchmark drivers (``fanout.py``, ``acked.py``, ``connect.py``) and their client processes
+(``client.py``, ``acked_client.py``, ``connect_client.py``) share.
 
 - **Drivers:** the server subprocess (``Server``, ``launch_server``, ``stop_server``, ``settle``,
   ``ensure_settled``), JSON requests to it (``http_json``), the client subprocess
@@ -105,8 +105,16 @@ def http_json(url: str, method: str = "GET", timeout: float = 5.0) -> tuple[int,
 
 
 def raise_nofile(needed: int) -> tuple[int, int]:
-    """Raise the soft open-file limit to ``needed`` (inherited by subprocesses); the new limits."""
+    """Raise the soft open-file limit to ``needed`` (inherited by subprocesses); the new limits.
+
+    When the hard limit is lower, a privileged process raises it too (``CAP_SYS_RESOURCE``); for
+    anyone else it stays, and the soft limit goes as high as it allows.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

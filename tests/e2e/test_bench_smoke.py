@@ -36,3 +36,25 @@ def test_a_quick_run_of_the_benchmark_delivers_everything(script, tmp_path):
         for r in runs
         if r["status"] != "ok" or r["lost"]
     ] == []
+
+
+def test_a_quick_run_of_the_connection_benchmark_connects_every_side(tmp_path):
+    """``bench/connect.py --quick`` (about 25 s): each side's storm, idle and leave phases ran and
+    connected something. Failures, refusals, leftovers and every figure are the bench's to report."""
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "connect.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted(r["side"] for r in runs) == ["conduit", "plain", "socketio"]
+    for run in runs:
+        assert run["status"] == "ok", (run["side"], run.get("error"))
+        assert run["storm"]["established"] > 0, (run["side"], run["storm"])
+        assert run["idle"] and all(idle["held"] > 0 for idle in run["idle"]), (run["side"], run["idle"])
+        assert run["leave"]["closing"] > 0, (run["side"], run["leave"])
