@@ -104,10 +104,21 @@ class ProtocolSession:
         if self.closed:
             return
         self.last_sent = self._clock()
-        if isinstance(data, str):
-            await self._send({"type": "websocket.send", "text": data})
-        else:
-            await self._send({"type": "websocket.send", "bytes": data})
+        try:
+            if isinstance(data, str):
+                await self._send({"type": "websocket.send", "text": data})
+            else:
+                await self._send({"type": "websocket.send", "bytes": data})
+        except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
+            self._lost(exc)
+
+    def _lost(self, exc: Exception) -> None:
+        """A write found the socket closed by the peer (daphne raises autobahn's
+        ``Disconnected``, uvicorn ``ClientDisconnected``): its disconnect event is on its way;
+        nothing more is written."""
+        self.closed = True
+        hub_metrics().errors.labels(where="send_after_close").inc()
+        logger.info("%s: a write found the socket closed (%s).", self._hub_name, type(exc).__name__)
 
     async def write(self, *messages: HubMessage) -> None:
         """Encode and send whole records in one frame."""
@@ -125,10 +136,14 @@ class ProtocolSession:
             return
         data = records[protocol.name]
         self.last_sent = self._clock()
-        if isinstance(data, str):
-            await self._send({"type": "websocket.send", "text": data})
-        else:
-            await self._send({"type": "websocket.send", "bytes": data})
+        try:
+            if isinstance(data, str):
+                await self._send({"type": "websocket.send", "text": data})
+            else:
+                await self._send({"type": "websocket.send", "bytes": data})
+        except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
+            self._lost(exc)
+            return
         self._count_out(1)
 
     async def write_outbound(self, outbound: Outbound) -> None:
@@ -150,7 +165,10 @@ class ProtocolSession:
         """Close the WebSocket (normal closure)."""
         if self.closed:
             return
-        await self._send({"type": "websocket.close", "code": 1000})
+        try:
+            await self._send({"type": "websocket.close", "code": 1000})
+        except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
+            self._lost(exc)
         self.closed = True
 
     async def refuse(self) -> None:
