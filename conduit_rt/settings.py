@@ -164,7 +164,8 @@ if REDIS_URL:
     CONDUIT_RT.setdefault("HISTORY_BACKEND", "hubs.delivery.history.RedisHistory")
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis with bounded pools that wait (hubs/redis_layer.py).
+            "BACKEND": "hubs.redis_layer.RedisChannelLayer",
             "CONFIG": {
                 # Consistent hashing over these: a group (its member list) lives on the server its
                 # name hashes to, a process channel's messages on the one its name hashes to.

@@ -1,0 +1,41 @@
+"""``hubs.redis_layer.RedisChannelLayer``: channels-redis whose pools are bounded and wait."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from redis import asyncio as aioredis
+
+from hubs.redis_layer import RedisChannelLayer
+
+
+async def test_a_burst_of_sends_waits_for_the_pool_instead_of_opening_connections(redis_url):
+    layer = RedisChannelLayer(
+        hosts=[redis_url], prefix=f"pool-{uuid.uuid4().hex}", capacity=1000, max_connections=3
+    )
+    channel = await layer.new_channel()
+    groups = [f"g{i}" for i in range(200)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(layer.group_add(g, channel) for g in groups)), timeout=30)
+        await asyncio.wait_for(
+            asyncio.gather(*(layer.group_send(g, {"type": "tick", "g": g}) for g in groups)), timeout=30
+        )
+        received = {(await asyncio.wait_for(layer.receive(channel), timeout=5))["g"] for _ in groups}
+        assert received == set(groups)
+        pool = layer.connection(0).connection_pool
+        assert isinstance(pool, aioredis.BlockingConnectionPool)
+        opened = len(pool._available_connections) + len(pool._in_use_connections)
+        assert pool.max_connections == 3 and opened <= 3, opened
+    finally:
+        await layer.flush()
+
+
+def test_host_entries_keep_their_options_and_sentinels_keep_channels_redis_pools(redis_url):
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "max_connections": 7, "socket_timeout": 2}])
+    pool = layer.create_pool(0)
+    assert isinstance(pool, aioredis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (7, 60.0)
+    assert pool.connection_kwargs["socket_timeout"] == 2
+    plain = RedisChannelLayer(hosts=[("127.0.0.1", 6379)])
+    assert not isinstance(plain.create_pool(0), aioredis.BlockingConnectionPool)
