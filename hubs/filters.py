@@ -191,4 +191,3 @@ def reset_filters(*, setting: str = SETTING_NAME, **kwargs: Any) -> None:
     """
     if setting == SETTING_NAME:
         _pipeline.built = None
-

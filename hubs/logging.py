@@ -19,9 +19,18 @@ def redact(text: str) -> str:
 
 
 class RedactTokensFilter(logging.Filter):
-    """Rewrites a record's message with tokens redacted (install it on handlers)."""
+    """Rewrites a record with tokens redacted (install it on handlers).
+
+    The string arguments are redacted one by one, so a formatter that reads ``record.args``
+    (uvicorn's access formatter unpacks them) still finds them; a token that only appears
+    once the message is formatted (say ``"access_token=%s"``) replaces the message by its
+    redacted text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         message = record.getMessage()
         redacted = redact(message)
         if redacted != message:
@@ -31,7 +40,8 @@ class RedactTokensFilter(logging.Filter):
 
 
 class RedactingStream:
-    """A text stream wrapper that redacts tokens; used for daphne's access log."""
+    """A text stream wrapper that redacts tokens; used for daphne's access log (uvicorn's log
+    handlers get ``RedactTokensFilter``)."""
 
     def __init__(self, stream: object) -> None:
         self._stream = stream

@@ -17,6 +17,7 @@ from hubs.runtime import runtime
 
 logger = logging.getLogger(__name__)
 
+
 def ensure_cleanup_runner() -> bool:
     """Start the runner on the running loop unless it runs already (``hubs.runtime``); True if
     it runs."""

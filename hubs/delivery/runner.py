@@ -16,6 +16,7 @@ from ..metrics import hub_metrics
 
 logger = logging.getLogger(__name__)
 
+
 def ensure_embedded_runner() -> bool:
     """Start the runner on the running loop unless it runs already (``hubs.runtime``); True if
     it runs."""

@@ -1,4 +1,5 @@
-"""End-to-end harness: a real site (daphne, its own SQLite file, Redis) and remote-controlled clients.
+"""End-to-end harness: a real site (daphne or uvicorn, its own SQLite file, Redis) and remote-controlled
+clients.
 
 Everything runs as separate processes on loopback, talking to each other only as a deployment
 would: HTTP, WebSockets, the Redis channel layer and management commands.
@@ -68,9 +69,14 @@ class Site:
         return result.stdout.strip()
 
     def server(
-        self, port: int | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        kind: str = "daphne",
     ) -> Server:
-        server = Server(self, port or free_port(), env or {}, args)
+        """A server of this site, started: ``kind`` is ``manage.py serve --server`` (daphne or uvicorn)."""
+        server = Server(self, port or free_port(), env or {}, args, kind=kind)
         self.servers.append(server)
         server.start()
         return server
@@ -174,23 +180,42 @@ class RedisServer:
             stop_process(self.process, signal.SIGKILL)
 
 
-class Server:
-    """A daphne process serving the project (``manage.py serve``) on a loopback port."""
+SERVER_KINDS = ("daphne", "uvicorn")
 
-    def __init__(self, site: Site, port: int, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+
+class Server:
+    """A server process (``manage.py serve --server KIND``: daphne or uvicorn) on a loopback port.
+
+    ``stop`` sends SIGTERM (both servers close their WebSockets, so the hubs tear down) and
+    SIGKILL 10 s later; ``restart`` starts it again on the same port, appending to the same log."""
+
+    def __init__(
+        self, site: Site, port: int, env: dict[str, str], args: tuple[str, ...] = (), kind: str = "daphne"
+    ) -> None:
+        assert kind in SERVER_KINDS, kind
         self.site = site
         self.port = port
         self.env = env
         self.args = args
+        self.kind = kind
         self.process: subprocess.Popen[Any] | None = None
         self.url = f"http://127.0.0.1:{port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.site.workdir / f"{self.kind}-{self.port}.log"
+
+    def logs(self) -> str:
+        """What the server printed so far (stdout and stderr, every start of it)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def start(self, timeout: float = 30) -> None:
         self.process = self.site.spawn(
-            [PYTHON, "manage.py", "serve", "--port", str(self.port), "--no-access-log", *self.args],
-            f"daphne-{self.port}.log",
+            [PYTHON, "manage.py", "serve", "--server", self.kind, "--port", str(self.port),
+             "--no-access-log", *self.args],
+            self.log_path.name,
             self.env,
-        )
+        )  # fmt: skip
         wait_for_port(self.port, timeout, self.process)
 
     def stop(self) -> None:

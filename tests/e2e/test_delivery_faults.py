@@ -1,6 +1,6 @@
 """No loss under faults: 20 official JS clients, 500 acknowledged events on one task group.
 
-Every scenario runs against a real deployment: daphne behind a TCP proxy that can cut
+Every scenario runs against a real deployment: the server behind a TCP proxy that can cut
 connections, a Redis of its own (append-only file on, as production should run it), PostgreSQL,
 a Celery worker and Celery beat running the retry passes, and a publisher process sending the
 events with ``ack=True``. The clients (``clients/acking_clients.mjs``) dedupe by ``messageId``,
@@ -10,11 +10,18 @@ resume after every reconnect; an ack batch lost in a cut comes back as retries. 
 (a) connections cut at random while the events go out;
 (b) Redis stopped for several seconds and started again;
 (c) the Celery worker killed with SIGKILL and started again (with cuts, so retries are due);
-(d) the daphne process restarted.
+(d) the server process restarted (SIGTERM, then started again on the same port).
 
 Each client must end with all 500 events processed exactly once, in seq order; duplicates are
 counted and printed (``artifacts/delivery-faults.json``), losses must be zero, and the server must
 end with nothing pending, nothing spooled and no dead letters.
+
+The matrix runs on daphne (the default server) and on uvicorn (``serve --server uvicorn``), one
+deployment of each. On uvicorn it runs faults (a), (b) and (d): the server's own parts (sockets
+cut under it, its event loop through a Redis outage, SIGTERM and a restart). (c) runs on daphne
+only: the worker and beat do the work there, the server none that (a) does not already cover;
+the whole matrix on uvicorn took 98 s more, these three take about 75 s. uvicorn's report keys
+end in ``_uvicorn`` (``d_uvicorn_restart``).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .harness import (
     CLIENTS,
     PYTHON,
     ROOT,
+    SERVER_KINDS,
     ClientProcess,
     RedisServer,
     Server,
@@ -53,12 +61,17 @@ class Deployment:
     """Everything one scenario needs, shared by the scenarios of this module."""
 
     def __init__(self, site: Site, redis: RedisServer, server: Server, proxy: ChaosProxy) -> None:
+        self.kind = server.kind
         self.site = site
         self.redis = redis
         self.server = server
         self.proxy = proxy
         self.worker: subprocess.Popen[Any] | None = None
         self.beat: subprocess.Popen[Any] | None = None
+
+    def report_key(self, name: str) -> str:
+        """The scenario's key in the report: daphne's as before, uvicorn's with a suffix."""
+        return name if self.kind == "daphne" or self.kind in name else f"{name}_{self.kind}"
 
     def start_worker(self) -> None:
         self.worker = self.site.celery_worker()
@@ -87,8 +100,8 @@ class Deployment:
         return self.site.shell(code)
 
 
-@pytest.fixture(scope="module")
-def deployment(make_site, postgres_url, tmp_path_factory) -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def deployment(request, make_site, postgres_url, tmp_path_factory) -> Iterator[Deployment]:
     redis = RedisServer(tmp_path_factory.mktemp("redis"), append_only=True)
     redis.start()
     site = make_site(
@@ -107,7 +120,7 @@ def deployment(make_site, postgres_url, tmp_path_factory) -> Iterator[Deployment
         CONDUIT_RT_KEEP_ALIVE_INTERVAL="2",
     )
     site.token("alice")  # creates the user
-    server = site.server()
+    server = site.server(kind=request.param)
     proxy = ChaosProxy(server.port, seed=3)
     deployed = Deployment(site, redis, server, proxy)
     deployed.start_worker()
@@ -131,6 +144,7 @@ def report() -> Iterator[dict[str, Any]]:
 def run_scenario(
     deployment: Deployment, name: str, report: dict[str, Any], fault: Callable[[ClientProcess], None]
 ) -> dict[str, Any]:
+    name = deployment.report_key(name)
     task_id = deployment.new_task()
     cuts_before = deployment.proxy.cuts
     token = deployment.site.token("alice")
@@ -255,6 +269,7 @@ def test_b_redis_stopped_and_restarted(deployment, report):
     assert summary["published_late"] > 0  # the outage spooled events, published once Redis was back
 
 
+@pytest.mark.parametrize("deployment", ["daphne"], indirect=True)  # the server plays no part in it
 def test_c_celery_worker_killed(deployment, report):
     def fault(publisher: ClientProcess) -> None:
         publisher.expect("sent", timeout=60, index=100)
@@ -269,9 +284,9 @@ def test_c_celery_worker_killed(deployment, report):
     run_scenario(deployment, "c_worker_sigkill", report, fault)
 
 
-def test_d_daphne_restarted(deployment, report):
+def test_d_server_restarted(deployment, report):
     def fault(publisher: ClientProcess) -> None:
         publisher.expect("sent", timeout=60, index=150)
         deployment.server.restart()
 
-    run_scenario(deployment, "d_daphne_restart", report, fault)
+    run_scenario(deployment, f"d_{deployment.kind}_restart", report, fault)

@@ -1,15 +1,17 @@
-"""The official SignalR clients against a real daphne: the ASP.NET Core scenario, for each client.
+"""The official SignalR clients against a real server: the ASP.NET Core scenario, for each client.
 
 Each client connects with a token, subscribes to its task, receives a TaskProgress sent by a
 separate process (``manage.py notify_task``, over Redis) within 5 s, calls Ping, and sees the
-errors for an unknown method, a wrong argument count and someone else's task.
+errors for an unknown method, a wrong argument count and someone else's task. Every client runs
+it on daphne (the default server); on uvicorn (``serve --server uvicorn``) the current JS client
+in both protocols and both Python clients do.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from .harness import ClientProcess, js_client, py_client
+from .harness import ClientProcess, Server, Site, js_client, py_client
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +26,21 @@ CLIENT_KINDS = [
     ("signalrcore", None, "messagepack"),
 ]
 
+UVICORN_CLIENT_KINDS = [c for c in CLIENT_KINDS if c[1] in ("10", None)]
+SCENARIOS = [("daphne", *c) for c in CLIENT_KINDS] + [("uvicorn", *c) for c in UVICORN_CLIENT_KINDS]
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server(site: Site) -> Server:
+    """The shared site served by uvicorn, beside the session's daphne (``server``)."""
+    return site.server(kind="uvicorn")
+
+
+@pytest.fixture
+def served(request, server) -> Server:
+    """The server of the kind the test is parametrized with (``indirect``)."""
+    return server if request.param == "daphne" else request.getfixturevalue("uvicorn_server")
+
 
 def start_client(
     kind: str, version: str | None, protocol: str, url: str, token: str, **options
@@ -34,9 +51,13 @@ def start_client(
 
 
 @pytest.mark.parametrize(
-    ("kind", "version", "protocol"), CLIENT_KINDS, ids=[f"{k}{v or ''}-{p}" for k, v, p in CLIENT_KINDS]
+    ("served", "kind", "version", "protocol"),
+    SCENARIOS,
+    ids=[f"{s}-{k}{v or ''}-{p}" for s, k, v, p in SCENARIOS],
+    indirect=["served"],
 )
-def test_client_scenario(site, server, tokens, clients, kind, version, protocol):
+def test_client_scenario(site, served, tokens, clients, kind, version, protocol):
+    server = served
     task_id = server.create_task(tokens["alice"])
     foreign_task_id = server.create_task(tokens["bob"])
     client = start_client(kind, version, protocol, f"{server.url}/hubs/tasks", tokens["alice"])
@@ -77,14 +98,18 @@ def test_client_scenario(site, server, tokens, clients, kind, version, protocol)
     assert client.invoke("Ping")["event"] == "result"
 
 
-@pytest.mark.parametrize("ws_ping_interval", [None, "1"], ids=["default", "daphne-pings"])
-def test_signalrcore_survives_idle_time_because_daphne_sends_no_protocol_pings(
-    site, tokens, clients, ws_ping_interval
+@pytest.mark.parametrize(
+    ("server_kind", "ws_ping_interval"),
+    [("daphne", None), ("daphne", "1"), ("uvicorn", None), ("uvicorn", "1")],
+    ids=["daphne-default", "daphne-pings", "uvicorn-default", "uvicorn-pings"],
+)
+def test_signalrcore_survives_idle_time_because_the_server_sends_no_protocol_pings(
+    site, tokens, clients, server_kind, ws_ping_interval
 ):
-    # signalrcore treats WebSocket ping frames as data and never answers them: with daphne's
+    # signalrcore treats WebSocket ping frames as data and never answers them: with the server's
     # protocol pings on (the control case) it dies at the first one, a second into the idle time.
     args = ("--ws-ping-interval", ws_ping_interval) if ws_ping_interval else ()
-    server = site.server(args=args)
+    server = site.server(args=args, kind=server_kind)
     client = py_client("signalrcore", f"{server.url}/hubs/tasks", tokens["alice"])
     clients.append(client)
     client.expect("connected", timeout=15)
