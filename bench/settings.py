@@ -8,6 +8,8 @@
 - With ``REDIS_URL`` the layer keys get their own prefix (``bench:layer:``) so a flush between runs
   never touches anything else in that Redis database.
 - Logging is quiet (WARNING) except for channels-redis' "over capacity" notices.
+- Admission control is off (``CONNECT_RATE = 0``): the clients connect 64 at a time without a
+  negotiate, and what is measured is delivery, not how a storm is spread out.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import os
 from typing import Any
 
 from conduit_rt.settings import *  # noqa: F403
-from conduit_rt.settings import CHANNEL_LAYERS, LOGGING, REDIS_URL
+from conduit_rt.settings import CHANNEL_LAYERS, CONDUIT_RT, LOGGING, REDIS_URL
 
 ASGI_APPLICATION = "bench.asgi.application"
+
+CONDUIT_RT = {**CONDUIT_RT, "CONNECT_RATE": 0}
 
 BENCH_CAPACITY = int(os.environ.get("BENCH_CAPACITY", "100000"))
 

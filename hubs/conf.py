@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS": 25000,
     # Open connections of one user per hub namespace, over all server processes (0 = no limit).
     "MAX_CONNECTIONS_PER_USER": 100,
+    # Bytes a connection's client may leave unread (queued by the hub and held by the server's
+    # transport) before it is closed as a slow consumer; 0 = no bound.
+    "OUTBOUND_QUEUE_BYTES": 1024 * 1024,
     # --- Payloads ------------------------------------------------------------------------------
     # Leave keys whose value is None out of server message payloads.
     "OMIT_NULLS": True,

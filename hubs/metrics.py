@@ -83,6 +83,12 @@ class HubMetrics:
             "503 with Retry-After; websocket: a Close that allows reconnecting).",
             ["hub", "reason", "door"],
         )
+        self.slow_consumers = Counter(
+            "conduit_slow_consumers_total",
+            "Connections closed because the client did not read what was sent to it "
+            "(OUTBOUND_QUEUE_BYTES not read).",
+            ["hub"],
+        )
         self.retry_passes = Counter(
             "conduit_retry_passes_total", "Retry passes run, by outcome (ok, skipped, error).", ["outcome"]
         )

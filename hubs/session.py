@@ -2,18 +2,27 @@
 client's frames, encoding and framing what goes out, and closing.
 
 Owned by the ``Hub`` serving the connection; it never calls hub code. A record is never split
-across frames; several records may share one (``write``).
+across frames; several records may share one (``write``). Every write goes through the
+connection's ``Outbox`` (``hubs.outbox``): no writer ever waits for the client's socket, and what
+the client has not read is bounded by ``OUTBOUND_QUEUE_BYTES``. Past it the connection is a slow
+consumer: counted (``conduit_slow_consumers_total``), its backlog dropped, a Close with a clear
+error and ``allowReconnect`` queued behind what the server already holds, and the connection
+dropped ``SLOW_CONSUMER_GRACE`` seconds later if that did not go out. Its acknowledged messages
+stay pending (they are resent after it reconnects); it resumes its streams from their history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .backpressure import transport_of
 from .conf import conduit_settings
 from .metrics import hub_metrics
 from .outbound import Outbound
+from .outbox import Outbox
 from .protocol import (
     CloseMessage,
     HandshakeError,
@@ -29,6 +38,13 @@ from .protocol import (
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SLOW_CONSUMER_ERROR = (
+    "The connection was closed because the client did not read its messages fast enough; "
+    "reconnect and resume."
+)
+#: Seconds a slow consumer's Close has to go out before the connection is dropped.
+SLOW_CONSUMER_GRACE = 5.0
 
 
 class ProtocolSession:
@@ -55,6 +71,13 @@ class ProtocolSession:
         self.client_pinged = False
         #: Admission control refused the connection: the error its handshake is closed with.
         self.busy: str | None = None
+        self.outbox = Outbox(
+            send,
+            limit=int(conduit_settings.OUTBOUND_QUEUE_BYTES),
+            transport=transport_of(send),
+            on_full=self._slow_consumer,
+            on_error=self._lost,
+        )
 
     @property
     def open(self) -> bool:
@@ -104,11 +127,13 @@ class ProtocolSession:
         if self.closed:
             return
         self.last_sent = self._clock()
+        message = (
+            {"type": "websocket.send", "text": data}
+            if isinstance(data, str)
+            else {"type": "websocket.send", "bytes": data}
+        )
         try:
-            if isinstance(data, str):
-                await self._send({"type": "websocket.send", "text": data})
-            else:
-                await self._send({"type": "websocket.send", "bytes": data})
+            self.outbox.push(message, len(data))
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
 
@@ -117,8 +142,42 @@ class ProtocolSession:
         ``Disconnected``, uvicorn ``ClientDisconnected``): its disconnect event is on its way;
         nothing more is written."""
         self.closed = True
+        self.outbox.abort()
         hub_metrics().errors.labels(where="send_after_close").inc()
         logger.info("%s: a write found the socket closed (%s).", self._hub_name, type(exc).__name__)
+
+    def _slow_consumer(self) -> None:
+        """The client's backlog passed ``OUTBOUND_QUEUE_BYTES`` (called by the outbox, once)."""
+        if self.closed:
+            return
+        hub_metrics().child(hub_metrics().slow_consumers, self._hub_name).inc()
+        logger.warning(
+            "%s: closing a slow consumer (%d bytes not read).", self._hub_name, self.outbox.backlog()
+        )
+        self.outbox.clear()
+        self.close_error = SLOW_CONSUMER_ERROR
+        try:
+            if self.protocol is not None:
+                close = self.protocol.encode_many(
+                    [CloseMessage(error=SLOW_CONSUMER_ERROR, allow_reconnect=True)]
+                )
+                frame = close.decode("utf-8") if self.protocol.transfer_format == "Text" else close
+                key = "text" if isinstance(frame, str) else "bytes"
+                self.outbox.push({"type": "websocket.send", key: frame}, len(frame), force=True)
+            self.outbox.push({"type": "websocket.close", "code": 1000}, 0, force=True)
+        except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
+            self._lost(exc)
+        self.closed = True
+        transport = self.outbox.transport
+        if transport is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(SLOW_CONSUMER_GRACE, self._drop_if_stuck, transport)
+
+    def _drop_if_stuck(self, transport: Any) -> None:
+        if transport.backlog() > 0 or self.outbox.queued:
+            logger.info("%s: dropping a slow consumer whose close did not go out.", self._hub_name)
+            self.outbox.abort()
+            transport.abort()
 
     async def write(self, *messages: HubMessage) -> None:
         """Encode and send whole records in one frame."""
@@ -138,9 +197,9 @@ class ProtocolSession:
         self.last_sent = self._clock()
         try:
             if isinstance(data, str):
-                await self._send({"type": "websocket.send", "text": data})
+                self.outbox.push({"type": "websocket.send", "text": data}, len(data))
             else:
-                await self._send({"type": "websocket.send", "bytes": data})
+                self.outbox.push({"type": "websocket.send", "bytes": data}, len(data))
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
             return
@@ -166,7 +225,7 @@ class ProtocolSession:
         if self.closed:
             return
         try:
-            await self._send({"type": "websocket.close", "code": 1000})
+            self.outbox.push({"type": "websocket.close", "code": 1000}, 0, force=True)
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
         self.closed = True
