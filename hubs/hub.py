@@ -11,8 +11,9 @@ lifecycle hooks. One instance serves one WebSocket connection:
 3. Invocations run one at a time per connection in a worker task (``hubs.invoker``), so the
    receive loop and channel-layer deliveries (``hubs.inbox``) never wait for hub code; streaming
    invocations run beside them.
-4. A keep-alive timer (``hubs.keepalive``) pings whenever nothing was sent for
-   ``KEEP_ALIVE_INTERVAL`` and closes clients silent for ``CLIENT_TIMEOUT``.
+4. The loop's keep-alive schedule (``hubs.keepalive``, one task for all connections) fails a
+   handshake that does not come, pings whenever nothing was sent for ``KEEP_ALIVE_INTERVAL``
+   and closes clients silent for ``CLIENT_TIMEOUT``.
 5. On disconnect, tasks are cancelled, groups left, then ``on_connection_lost(context, exc)`` runs.
 
 The class itself is thin: it composes those parts, each one concept in its own module, and offers
@@ -40,7 +41,6 @@ from channels.layers import get_channel_layer
 from .accept import open_connection
 from .background import Background
 from .clients import HubClients
-from .conf import conduit_settings
 from .confirmations import Confirmations
 from .context import ConnectionContext
 from .delivery import receipts
@@ -50,7 +50,6 @@ from .delivery.runner import ensure_embedded_runner
 from .errors import HubDenied, InvalidArguments, ServerBusy
 from .inbox import Inbox
 from .invoker import Invoker
-from .keepalive import KeepAlive
 from .membership import HubGroups, Membership
 from .methods import MethodSpec, collect_methods, hub_method
 from .metrics import hub_metrics
@@ -65,6 +64,7 @@ from .protocol import (
     ProtocolError,
     StreamInvocationMessage,
 )
+from .runtime import local_keep_alive
 from .session import ProtocolSession
 
 logger = logging.getLogger(__name__)
@@ -336,8 +336,9 @@ class Hub(AsyncConsumer):
             await self._refuse()
             return
         await self.base_send({"type": "websocket.accept"})
-        parts.session.last_received = parts.session.last_sent = self.clock()
-        parts.background.spawn(self._handshake_deadline())
+        now = parts.session.last_received = parts.session.last_sent = self.clock()
+        name = self.get_hub_name()
+        local_keep_alive().watch(parts.session, now, lambda: f"{name}: client {self.connection_id}")
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         """A frame from the client: its handshake, then hub messages."""
@@ -410,12 +411,6 @@ class Hub(AsyncConsumer):
         self.context = None
         await self._require_parts().session.refuse()
 
-    async def _handshake_deadline(self) -> None:
-        session = self._require_parts().session
-        await asyncio.sleep(conduit_settings.HANDSHAKE_TIMEOUT)
-        if session.protocol is None and not session.closed:
-            await session.fail_handshake("Handshake was canceled.")
-
     async def _receive_handshake(self, data: str | bytes) -> None:
         parts = self._require_parts()
         session = parts.session
@@ -444,7 +439,6 @@ class Hub(AsyncConsumer):
             await session.close_with("Connection closed with an error.", allow_reconnect=False)
             return
         parts.invoker.start()
-        parts.background.spawn(parts.keep_alive.run())
         ensure_embedded_runner()
         if self.context.user_id is not None:
             parts.background.spawn(self._adopt_pending(self.context.user_id))
@@ -509,6 +503,7 @@ class Hub(AsyncConsumer):
         if parts.torn_down:
             return
         parts.torn_down = True
+        local_keep_alive().unwatch(parts.session)
         membership = self._membership
         if self.context is not None and membership is not None:
             membership.stop_renewing()  # first: no more lease renewals
@@ -534,7 +529,6 @@ class _Parts:
         self.background = Background(name)
         self.invoker = Invoker(hub, self.session, self.background.spawn)
         self.inbox = Inbox(self.session, name, lambda: hub.connection_id)
-        self.keep_alive = KeepAlive(self.session, hub.clock, lambda: f"{name}: client {hub.connection_id}")
         self.confirmations = Confirmations(self.session)
         self.torn_down = False
 

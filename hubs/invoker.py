@@ -51,11 +51,13 @@ class Invoker:
         self._queue: asyncio.Queue[InvocationMessage] | None = None
         self._streams: dict[str, asyncio.Task[Any]] = {}
         self._client_cancelled: set[str] = set()
+        self._working = False  # the worker task was started
 
     def start(self) -> None:
-        """Start the worker (once the handshake succeeded and ``on_connection_established`` ran)."""
+        """Take invocations from now on (once the handshake succeeded and
+        ``on_connection_established`` ran); the worker task starts with the first one queued, so
+        an idle connection costs no task."""
         self._queue = asyncio.Queue(maxsize=conduit_settings.MAX_PENDING_INVOCATIONS)
-        self._spawn(self._worker())
 
     async def handle(self, msg: InvocationMessage | StreamInvocationMessage) -> None:
         """An invocation or stream invocation from the client."""
@@ -71,6 +73,10 @@ class Invoker:
         except asyncio.QueueFull:
             hub_metrics().rate_limited.labels(hub=self._hub_name, outcome="refused").inc()
             await self.complete(msg, error=client_errors.too_many_pending(msg.target))
+            return
+        if not self._working:
+            self._working = True
+            self._spawn(self._worker())
 
     def cancel(self, invocation_id: str) -> None:
         """The client's ``CancelInvocation`` of a stream (unknown ids are ignored)."""

@@ -3,7 +3,7 @@
 Per event loop (``LoopRuntime``, made on first use by the loop that serves connections or runs
 sync sends): the routers of the channel layers (``hubs.fanout``), the presence of the loop's
 connections (``hubs.presence``), the ack batcher (``hubs.delivery.ack_batch``), admission control
-(``hubs.admission``), the rate limiter
+(``hubs.admission``), the keep-alive of its connections (``hubs.keepalive``), the rate limiter
 (``hubs.rate_limit``) and the loop's background runners (the embedded retry pass, and those an
 app starts, such as the monitoring app's stale cleanup).
 
@@ -37,6 +37,7 @@ from .delivery.ack_batch import AckBatcher
 from .delivery.built import BuiltOnUse
 from .fanout import LocalRouter
 from .filters import reset_filters
+from .keepalive import KeepAliveSchedule
 from .presence import LocalConnections
 from .rate_limit import InvocationLimiter, limiter_key
 
@@ -55,6 +56,8 @@ class LoopRuntime:
         self.ack_batcher = AckBatcher()
         #: The loop's admission control (``hubs.admission``).
         self.admission = Admission()
+        #: The keep-alive of the loop's connections (``hubs.keepalive``).
+        self.keep_alive = KeepAliveSchedule()
         self._limiter: tuple[tuple[Any, ...], InvocationLimiter] | None = None
         self._swapped_limiter: Any = None
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -188,6 +191,11 @@ def local_connections() -> LocalConnections:
 def local_admission() -> Admission:
     """The running loop's admission control (``hubs.admission``)."""
     return _runtime.loop().admission
+
+
+def local_keep_alive() -> KeepAliveSchedule:
+    """The running loop's keep-alive schedule (``hubs.keepalive``)."""
+    return _runtime.loop().keep_alive
 
 
 def ack_batcher() -> AckBatcher:

@@ -80,6 +80,11 @@ class ProtocolSession:
         )
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The connection's monotonic clock (``Hub.clock``)."""
+        return self._clock
+
+    @property
     def open(self) -> bool:
         """The handshake succeeded and the socket is not closed."""
         return self.protocol is not None and not self.closed
