@@ -49,15 +49,18 @@ class ConnectionRecord:
         return self.lease_until > now
 
     def dumps(self) -> bytes:
-        data = asdict(self)
-        del data["lease_until"]  # kept in the lease index, not in the record
-        return orjson.dumps(data)
+        # A shallow dict (``asdict`` deep-copies the groups: the presence round dumps every
+        # record of the process); the lease is kept in the lease index, not in the record.
+        return orjson.dumps({name: getattr(self, name) for name in _RECORD_FIELDS})
 
     @classmethod
     def loads(cls, raw: bytes | str, lease_until: float = 0.0) -> ConnectionRecord:
         data = orjson.loads(raw)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known, lease_until=lease_until)
+
+
+_RECORD_FIELDS = tuple(name for name in ConnectionRecord.__dataclass_fields__ if name != "lease_until")
 
 
 @dataclass(slots=True)

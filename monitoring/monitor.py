@@ -35,6 +35,9 @@ from .records import HubSummary, MinuteCounts, MonitorSummary
 
 #: A dead process's records are kept this long for the cleanup (seconds).
 RECORD_RETENTION = 86400
+#: A record unchanged since this process wrote it is written again after this long anyway, so a
+#: Redis that lost it (restarted empty) gets it back (seconds).
+REWRITE_AFTER = 300.0
 #: Per-minute counts are kept this long (seconds): the dashboard shows the last hour.
 MINUTE_RETENTION = 7200
 
@@ -206,7 +209,13 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisMonitor:
-    """The monitor in Redis: every process and host sees the same connections."""
+    """The monitor in Redis: every process and host sees the same connections.
+
+    A presence round renews every record of the process: the leases and activity of each hub
+    go in one command each, and a record is written only when it changed since this process last
+    wrote it (or ``REWRITE_AFTER`` seconds ago), so thousands of idle connections cost a few
+    commands per round, not three each.
+    """
 
     def __init__(self, *, url: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.url = url or conduit_settings.REDIS_URL
@@ -215,6 +224,8 @@ class RedisMonitor:
         self.prefix = f"{conduit_settings.KEY_PREFIX}:monitor:"
         self.clock = clock
         self.redis = PerLoopRedis(self.url)
+        # What this process last wrote of each of its records, and when.
+        self._written: dict[str, tuple[bytes, float]] = {}
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -222,15 +233,26 @@ class RedisMonitor:
     async def upsert(self, records: Sequence[ConnectionRecord], ttl: float) -> None:
         if not records:
             return
-        until = self.clock() + ttl
+        now = self.clock()
+        until = now + ttl
+        leases: dict[str, dict[str, float]] = {}
+        activity: dict[str, dict[str, float]] = {}
+        written: dict[str, tuple[bytes, float]] = {}
         async with self.redis.client().pipeline(transaction=False) as pipe:
-            for hub in {r.hub for r in records}:
-                pipe.sadd(self._key("hubs"), hub)
             for record in records:
-                pipe.set(self._key("conn", record.connection_id), record.dumps(), ex=RECORD_RETENTION)
-                pipe.zadd(self._key("leases", record.hub), {record.connection_id: until})
-                pipe.zadd(self._key("activity", record.hub), {record.connection_id: record.last_activity})
+                raw = record.dumps()
+                last = self._written.get(record.connection_id)
+                if last is None or last[0] != raw or now - last[1] >= REWRITE_AFTER:
+                    pipe.set(self._key("conn", record.connection_id), raw, ex=RECORD_RETENTION)
+                    written[record.connection_id] = (raw, now)
+                leases.setdefault(record.hub, {})[record.connection_id] = until
+                activity.setdefault(record.hub, {})[record.connection_id] = record.last_activity
+            for hub in leases:
+                pipe.sadd(self._key("hubs"), hub)
+                pipe.zadd(self._key("leases", hub), leases[hub])
+                pipe.zadd(self._key("activity", hub), activity[hub])
             await pipe.execute()
+        self._written.update(written)
 
     async def remove(self, connection_id: str, hub: str) -> None:
         await self.remove_many([(connection_id, hub)])
@@ -241,6 +263,7 @@ class RedisMonitor:
         by_hub: dict[str, list[str]] = {}
         for connection_id, hub in connections:
             by_hub.setdefault(hub, []).append(connection_id)
+            self._written.pop(connection_id, None)
         async with self.redis.client().pipeline(transaction=False) as pipe:
             pipe.delete(*(self._key("conn", connection_id) for connection_id, _ in connections))
             for hub, ids in by_hub.items():

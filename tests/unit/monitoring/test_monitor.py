@@ -130,3 +130,25 @@ async def test_minutes_count_delivered_and_failed(monitor, clock):
     minutes = await monitor.minutes(3)
     assert [(m.delivered, m.failed) for m in minutes] == [(0, 0), (7, 1), (0, 3)]
     assert [m.start for m in minutes] == [60 * 29_999_999, 60 * 30_000_000, 60 * 30_000_001]
+
+
+async def test_a_round_writes_only_the_records_that_changed_and_renews_every_lease(redis_backend, clock):
+    from monitoring.monitor import REWRITE_AFTER
+
+    monitor = redis_backend(RedisMonitor, clock=clock)
+    client = monitor.redis.client()
+    await monitor.upsert([record("c1"), record("c2", hub="video")], ttl=30)
+    await client.delete(monitor._key("conn", "c1"), monitor._key("conn", "c2"))  # gone behind its back
+    clock.now += 10
+    await monitor.upsert([record("c1"), record("c2", hub="video", messages_out=3)], ttl=30)
+    assert await client.exists(monitor._key("conn", "c1")) == 0  # unchanged: not written again
+    assert (await monitor.get("c2")).messages_out == 3  # changed: written
+    assert await client.zscore(monitor._key("leases", "tasks"), "c1") == clock.now + 30  # renewed
+    clock.now += 25  # past the first lease: the second round renewed c2's
+    assert [r.connection_id for r in await monitor.connections("video")] == ["c2"]
+    clock.now += REWRITE_AFTER
+    await monitor.upsert([record("c1")], ttl=30)
+    assert (await monitor.get("c1")) is not None  # written again after REWRITE_AFTER
+    await monitor.remove_many([("c1", "tasks")])
+    await monitor.upsert([record("c1")], ttl=30)  # a removed record is written afresh
+    assert (await monitor.get("c1")) is not None
