@@ -68,8 +68,11 @@ class Outbox:
             return
         if self._writer is None:
             coro = self._send(message)
+            if not asyncio.iscoroutine(coro):  # an awaitable of another kind (a wrapping middleware's)
+                self._writer = asyncio.get_running_loop().create_task(self._write_awaitable(coro))
+                return
             try:
-                waiting_on = coro.send(None)  # type: ignore[attr-defined]
+                waiting_on = coro.send(None)
             except StopIteration:
                 if (
                     self.limit
@@ -103,6 +106,9 @@ class Outbox:
             self.full = True
             self._on_full()
 
+    async def _write_awaitable(self, awaitable: Awaitable[None]) -> None:
+        await self._write(_awaited(awaitable), None)
+
     async def _write(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
         """Finish the write the server made wait, then send what queued behind it."""
         try:
@@ -117,6 +123,10 @@ class Outbox:
             self._on_error(exc)
         finally:
             self._writer = None
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 async def _finish(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:

@@ -149,3 +149,19 @@ async def test_a_slow_consumer_that_reads_its_close_in_time_is_not_dropped(slow_
     transport.held = 0  # it read what was there, the Close included
     await asyncio.sleep(0.1)
     assert not transport.aborted
+
+
+async def test_a_send_that_returns_another_kind_of_awaitable_is_awaited_in_order():
+    sent: list[dict] = []
+    loop = asyncio.get_running_loop()
+
+    def send(message):  # a middleware's send that answers a future, not a coroutine
+        future = loop.create_future()
+        loop.call_later(0.01, lambda: (sent.append(message), future.set_result(None)))
+        return future
+
+    outbox = Outbox(send, limit=0, transport=None, on_full=lambda: None, on_error=print)
+    outbox.push(frame(0), 2)
+    outbox.push(frame(1), 2)  # behind the first
+    await asyncio.sleep(0.1)
+    assert sent == [frame(0), frame(1)]
