@@ -732,6 +732,20 @@ async def run_receivers(
 # ------------------------------------------------------------------------------------ cpu
 
 
+def rss_kib(pid: int | None) -> int | None:
+    """VmRSS of ``pid`` in KiB (None without a pid, or when it cannot be read)."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def process_cpu(pid: int | None) -> float | None:
     """CPU seconds (user + system) process ``pid`` has used so far, from /proc."""
     if not pid:

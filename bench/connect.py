@@ -123,20 +123,6 @@ class Options:
 # ------------------------------------------------------------------------------------ /proc
 
 
-def rss_kib(pid: int | None) -> int | None:
-    """VmRSS of ``pid`` in KiB."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 #: TCP states that are neither LISTEN (0A) nor TIME_WAIT (06): a socket some process still holds.
 _HELD_STATES = {"01", "02", "03", "04", "05", "07", "08", "09", "0B"}
 
@@ -176,7 +162,7 @@ def sample(server_pid: int | None, redis: int | None) -> Sample:
         server=common.process_cpu(server_pid),
         redis=common.process_cpu(redis),
         machine=common.machine_busy(),
-        rss=rss_kib(server_pid),
+        rss=common.rss_kib(server_pid),
     )
 
 

@@ -467,7 +467,7 @@ class Worker:
             "pongs_sent": self.pongs_sent,
             "ping_errors": self.ping_errors,
             "cpu_s": round(time.process_time(), 3),
-            "rss_kib": rss_kib(os.getpid()),
+            "rss_kib": common.rss_kib(os.getpid()),
             "time": time.time(),
         }
 
@@ -549,18 +549,6 @@ def buffered_records(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]
         if getattr(msg, "type", None) is aiohttp.WSMsgType.TEXT and isinstance(msg.data, str):
             found += [orjson.loads(r) for r in msg.data.split(RS) if r]
     return found
-
-
-def rss_kib(pid: int) -> int | None:
-    """VmRSS of ``pid`` in KiB."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 async def serve_commands(args: argparse.Namespace) -> None:

@@ -27,7 +27,7 @@ from .auth.resolve import (
 )
 from .context import ConnectionContext
 from .errors import HubDenied, ServerBusy
-from .runtime import local_admission, local_connections
+from .runtime import local_admission
 from .security import origin_allowed
 
 
@@ -72,7 +72,6 @@ async def open_connection(
         hub=hub_name,
         namespace=namespace,
         user_id=user_pk,
-        open_connections=len(local_connections().connections),
         door="websocket",
         new=not ids,  # a negotiated connection was admitted at negotiate
     )

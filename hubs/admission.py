@@ -58,8 +58,12 @@ class Refusal:
 class Admission:
     """The admission state of one event loop (one server process): ``runtime().loop().admission``."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, open_connections: Callable[[], int] = lambda: 0
+    ) -> None:
+        #: Monotonic seconds (tests may replace it).
+        self.clock = clock
+        self._open_connections = open_connections  # the loop's (``hubs.presence``)
         self._tokens: float | None = None  # full at first use
         self._filled_at = 0.0
         self._second = -1
@@ -71,7 +75,7 @@ class Admission:
         if rate <= 0:
             return None
         burst = max(1.0, float(conduit_settings.CONNECT_BURST))
-        now = self._clock()
+        now = self.clock()
         tokens = burst if self._tokens is None else min(burst, self._tokens + (now - self._filled_at) * rate)
         self._filled_at = now
         if tokens >= 1.0 - 1e-9:  # clock arithmetic in floats
@@ -112,12 +116,12 @@ class Admission:
         return None
 
     async def admit(
-        self, *, hub: str, namespace: str, user_id: str | None, open_connections: int, door: str, new: bool
+        self, *, hub: str, namespace: str, user_id: str | None, door: str, new: bool
     ) -> Refusal | None:
         """Check one attempt of ``user_id`` to hub ``hub``: a new attempt (``new``) against every
         limit, the WebSocket of a negotiated connection against ``MAX_CONNECTIONS`` only; the
         refusal is counted under ``door``."""
-        refusal = self.connections_refusal(open_connections)
+        refusal = self.connections_refusal(self._open_connections())
         if refusal is None and new:
             refusal = self.take_attempt() or await self.user_refusal(namespace, user_id)
         if refusal is not None:

@@ -37,7 +37,7 @@ from .auth.resolve import (
     token_from_headers_and_query,
 )
 from .metrics import hub_metrics
-from .runtime import local_admission, local_connections
+from .runtime import local_admission
 from .security import host_allowed, origin_allowed
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,12 @@ class Answer:
 
 def _error(status: int, error: str) -> Answer:
     return Answer(status, {"error": error})
+
+
+def _retry_later(error: str, retry_after: int) -> Answer:
+    """503 with ``Retry-After``, and the seconds in the body too (the official clients put the
+    body, not the headers, in their error message)."""
+    return Answer(503, {"error": error, "retryAfter": retry_after}, [("Retry-After", str(retry_after))])
 
 
 async def negotiate(
@@ -143,11 +149,7 @@ def _unavailable(hub_class: Any) -> Answer:
     clear, retryable 503, the error logged and counted."""
     logger.exception("Negotiate for %s failed.", hub_class.get_hub_name())
     hub_metrics().errors.labels(where="negotiate").inc()
-    return Answer(
-        503,
-        {"error": "The server cannot take connections right now.", "retryAfter": CAP_RETRY_AFTER},
-        [("Retry-After", str(CAP_RETRY_AFTER))],
-    )
+    return _retry_later("The server cannot take connections right now.", CAP_RETRY_AFTER)
 
 
 async def _admit_and_register(hub_class: Any, user_pk: str | None, version: int) -> Answer:
@@ -155,16 +157,11 @@ async def _admit_and_register(hub_class: Any, user_pk: str | None, version: int)
         hub=hub_class.get_hub_name(),
         namespace=hub_class.get_group_namespace(),
         user_id=user_pk,
-        open_connections=len(local_connections().connections),
         door="negotiate",
         new=True,
     )
     if refusal is not None:
-        return Answer(
-            503,
-            {"error": refusal.error, "retryAfter": refusal.retry_after},
-            [("Retry-After", str(refusal.retry_after))],
-        )
+        return _retry_later(refusal.error, refusal.retry_after)
     connection_id, connection_token = await connections.aregister(
         hub_class.get_hub_name(), user_pk, version=version
     )

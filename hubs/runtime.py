@@ -55,7 +55,7 @@ class LoopRuntime:
         #: The loop's batch of acknowledgements (``hubs.delivery.ack_batch``).
         self.ack_batcher = AckBatcher()
         #: The loop's admission control (``hubs.admission``).
-        self.admission = Admission()
+        self.admission = Admission(open_connections=lambda: len(self.connections.connections))
         #: The keep-alive of the loop's connections (``hubs.keepalive``).
         self.keep_alive = KeepAliveSchedule()
         self._limiter: tuple[tuple[Any, ...], InvocationLimiter] | None = None

@@ -47,6 +47,13 @@ SLOW_CONSUMER_ERROR = (
 SLOW_CONSUMER_GRACE = 5.0
 
 
+def _send_event(data: str | bytes) -> dict[str, Any]:
+    """The ASGI ``websocket.send`` of one frame: text for a str, binary for bytes."""
+    if isinstance(data, str):
+        return {"type": "websocket.send", "text": data}
+    return {"type": "websocket.send", "bytes": data}
+
+
 class ProtocolSession:
     """The wire of one connection. ``send`` is the ASGI send callable; ``count_out`` is told how
     many hub messages (pings excluded) each write carried; ``clock`` is monotonic."""
@@ -132,13 +139,8 @@ class ProtocolSession:
         if self.closed:
             return
         self.last_sent = self._clock()
-        message = (
-            {"type": "websocket.send", "text": data}
-            if isinstance(data, str)
-            else {"type": "websocket.send", "bytes": data}
-        )
         try:
-            self.outbox.push(message, len(data))
+            self.outbox.push(_send_event(data), len(data))
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
 
@@ -163,12 +165,8 @@ class ProtocolSession:
         self.close_error = SLOW_CONSUMER_ERROR
         try:
             if self.protocol is not None:
-                close = self.protocol.encode_many(
-                    [CloseMessage(error=SLOW_CONSUMER_ERROR, allow_reconnect=True)]
-                )
-                frame = close.decode("utf-8") if self.protocol.transfer_format == "Text" else close
-                key = "text" if isinstance(frame, str) else "bytes"
-                self.outbox.push({"type": "websocket.send", key: frame}, len(frame), force=True)
+                frame = self._frame(CloseMessage(error=SLOW_CONSUMER_ERROR, allow_reconnect=True))
+                self.outbox.push(_send_event(frame), len(frame), force=True)
             self.outbox.push({"type": "websocket.close", "code": 1000}, 0, force=True)
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
@@ -188,9 +186,14 @@ class ProtocolSession:
         """Encode and send whole records in one frame."""
         if self.protocol is None or self.closed:
             return
-        data = self.protocol.encode_many(messages)
-        await self.send_frame(data.decode("utf-8") if self.protocol.transfer_format == "Text" else data)
+        await self.send_frame(self._frame(*messages))
         self._count_out(sum(1 for m in messages if not isinstance(m, PingMessage)))
+
+    def _frame(self, *messages: HubMessage) -> str | bytes:
+        """``messages`` encoded in the session's protocol, as one frame's data."""
+        assert self.protocol is not None
+        data = self.protocol.encode_many(messages)
+        return data.decode("utf-8") if self.protocol.transfer_format == "Text" else data
 
     async def write_record(self, records: dict[str, str | bytes]) -> None:
         """Send a record encoded beforehand for every protocol (``Outbound.records``). Every
@@ -201,10 +204,7 @@ class ProtocolSession:
         data = records[protocol.name]
         self.last_sent = self._clock()
         try:
-            if isinstance(data, str):
-                self.outbox.push({"type": "websocket.send", "text": data}, len(data))
-            else:
-                self.outbox.push({"type": "websocket.send", "bytes": data}, len(data))
+            self.outbox.push(_send_event(data), len(data))
         except Exception as exc:  # noqa: BLE001 - logged and counted by _lost
             self._lost(exc)
             return

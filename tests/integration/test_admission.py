@@ -8,28 +8,20 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from hubs.admission import Admission
 from hubs.auth.tokens import issue_token
 from hubs.protocol import CloseMessage
 from hubs.runtime import runtime
 from tests.integration.test_negotiate import request
+from tests.support.clock import Clock
 from tests.support.hub_client import HubClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def clock() -> Clock:
     found = Clock()
-    runtime().loop().admission = Admission(found)
+    runtime().loop().admission.clock = found
     return found
 
 

@@ -12,17 +12,10 @@ from hubs.auth import resolve
 from hubs.auth.tokens import validate_signed_token
 from hubs.auth.users import RecentUsers
 from hubs.runtime import runtime
+from tests.support.clock import Clock
 from tests.support.hub_client import HubClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

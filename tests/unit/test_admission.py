@@ -5,18 +5,11 @@ from __future__ import annotations
 from django.test import override_settings
 
 from hubs.admission import CAP_RETRY_AFTER, MAX_RETRY_AFTER, Admission
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_the_rate_takes_a_burst_then_one_attempt_per_interval():
-    clock = Clock()
+    clock = Clock(100.0)
     admission = Admission(clock)
     with override_settings(CONDUIT_RT={"CONNECT_RATE": 10, "CONNECT_BURST": 3}):
         assert [admission.take_attempt() for _ in range(3)] == [None] * 3
@@ -30,7 +23,7 @@ def test_the_rate_takes_a_burst_then_one_attempt_per_interval():
 
 
 def test_the_retry_delay_grows_with_the_crowd_turned_away_this_second():
-    clock = Clock()
+    clock = Clock(100.0)
     admission = Admission(clock)
     with override_settings(CONDUIT_RT={"CONNECT_RATE": 10, "CONNECT_BURST": 1}):
         admission.take_attempt()
@@ -45,7 +38,7 @@ def test_the_retry_delay_grows_with_the_crowd_turned_away_this_second():
 
 
 def test_zero_turns_each_limit_off():
-    admission = Admission(Clock())
+    admission = Admission(Clock(100.0))
     with override_settings(CONDUIT_RT={"CONNECT_RATE": 0, "MAX_CONNECTIONS": 0}):
         assert all(admission.take_attempt() is None for _ in range(1000))
         assert admission.connections_refusal(10**6) is None

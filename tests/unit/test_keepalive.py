@@ -11,16 +11,9 @@ from django.test import override_settings
 from hubs.keepalive import CLIENT_TIMEOUT_ERROR, KeepAliveSchedule, sweep_interval
 from hubs.protocol import CloseMessage, PingMessage, get_protocol
 from hubs.session import ProtocolSession
+from tests.support.clock import Clock
 
 SETTINGS = {"KEEP_ALIVE_INTERVAL": 15.0, "CLIENT_TIMEOUT": 30.0, "HANDSHAKE_TIMEOUT": 15.0}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def connection(clock: Clock, *, handshaken: bool = True) -> tuple[ProtocolSession, list[dict]]:
@@ -43,7 +36,7 @@ def records(sent: list[dict]) -> list[object]:
 
 @override_settings(CONDUIT_RT=SETTINGS)
 async def test_an_idle_connection_is_pinged_once_nothing_was_sent_for_the_interval():
-    clock, schedule = Clock(), KeepAliveSchedule()
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
     session, sent = connection(clock)
     schedule.watch(session, clock.now, lambda: "tasks: c1")
     clock.now += 14.9
@@ -58,7 +51,7 @@ async def test_an_idle_connection_is_pinged_once_nothing_was_sent_for_the_interv
 
 @override_settings(CONDUIT_RT=SETTINGS)
 async def test_a_client_silent_for_the_timeout_is_closed_once_it_has_pinged():
-    clock, schedule = Clock(), KeepAliveSchedule()
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
     quiet, quiet_sent = connection(clock)  # never pinged: its silence does not count
     pinger, pinger_sent = connection(clock)
     pinger.client_pinged = True
@@ -75,7 +68,7 @@ async def test_a_client_silent_for_the_timeout_is_closed_once_it_has_pinged():
 
 @override_settings(CONDUIT_RT=SETTINGS)
 async def test_a_handshake_that_does_not_come_fails_after_the_timeout():
-    clock, schedule = Clock(), KeepAliveSchedule()
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
     session, sent = connection(clock, handshaken=False)
     schedule.watch(session, clock.now, lambda: "tasks: c1")
     clock.now += 14.0
@@ -89,7 +82,7 @@ async def test_a_handshake_that_does_not_come_fails_after_the_timeout():
 
 
 async def test_one_task_keeps_every_connection_of_the_loop_alive():
-    clock, schedule = Clock(), KeepAliveSchedule()
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
     before = {t.get_name() for t in asyncio.all_tasks()}
     sessions = [connection(clock)[0] for _ in range(100)]
     for session in sessions:

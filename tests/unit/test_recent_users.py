@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from hubs.auth.users import RecentUsers
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 class Loader:
@@ -24,7 +17,7 @@ class Loader:
 
 
 async def test_a_user_is_loaded_once_per_ttl():
-    clock, load = Clock(), Loader("alice")
+    clock, load = Clock(0.0), Loader("alice")
     recent = RecentUsers(clock=clock)
     assert await recent.get("k", 30, load) == "alice"
     clock.now = 29.9
@@ -36,7 +29,7 @@ async def test_a_user_is_loaded_once_per_ttl():
 
 
 async def test_misses_are_not_kept_and_ttl_zero_keeps_nothing():
-    clock = Clock()
+    clock = Clock(0.0)
     recent = RecentUsers(clock=clock)
     nobody = Loader(None)
     assert await recent.get("k", 30, nobody) is None
@@ -49,7 +42,7 @@ async def test_misses_are_not_kept_and_ttl_zero_keeps_nothing():
 
 
 async def test_the_least_recently_used_user_goes_first():
-    recent = RecentUsers(max_entries=2, clock=Clock())
+    recent = RecentUsers(max_entries=2, clock=Clock(0.0))
     loads = {key: Loader(key) for key in "abc"}
     await recent.get("a", 30, loads["a"])
     await recent.get("b", 30, loads["b"])
