@@ -19,7 +19,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from hubs.logging import RedactTokensFilter
-from hubs.management.commands import serve
+from hubs.servers import uvicorn as serve_uvicorn
 
 TOKEN = "eyJ1Ijo:sig:xyz"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error")
@@ -42,8 +42,9 @@ def uvicorn_loggers() -> Iterator[None]:
 @pytest.fixture
 def started(monkeypatch, uvicorn_loggers) -> dict[str, Any]:
     """What ``serve`` would have run: ``{"uvicorn": Config}`` or ``{"daphne": kwargs}``."""
-    import daphne.server
     import uvicorn
+
+    import hubs.servers.daphne
 
     seen: dict[str, Any] = {}
 
@@ -58,7 +59,7 @@ def started(monkeypatch, uvicorn_loggers) -> dict[str, Any]:
             pass
 
     monkeypatch.setattr(uvicorn.Server, "run", uvicorn_run)
-    monkeypatch.setattr(daphne.server, "Server", FakeDaphne)
+    monkeypatch.setattr(hubs.servers.daphne, "ReapingServer", FakeDaphne)
     return seen
 
 
@@ -175,7 +176,7 @@ def test_uvicorn_log_lines_are_redacted_and_websocket_lines_follow_the_access_lo
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("sys.stdout", stdout)
             patch.setattr("sys.stderr", stderr)
-            serve.configure_uvicorn_logging(access_log=access_log)
+            serve_uvicorn.configure_uvicorn_logging(access_log=access_log)
         error = logging.getLogger("uvicorn.error")
         error.info(
             '%s - "WebSocket %s" [accepted]', "127.0.0.1:5001", f"/hubs/tasks?id=a&access_token={TOKEN}"
