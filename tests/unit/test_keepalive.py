@@ -99,3 +99,44 @@ def test_the_sweep_is_at_most_a_second_apart_and_finer_for_short_timers():
         assert sweep_interval() == 1.0
     with override_settings(CONDUIT_RT={"KEEP_ALIVE_INTERVAL": 0.1, "CLIENT_TIMEOUT": 60}):
         assert sweep_interval() == 0.025
+
+
+@override_settings(CONDUIT_RT=SETTINGS)
+async def test_an_idle_connection_is_looked_at_once_per_interval_not_every_sweep():
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
+    looks = 0
+
+    def counting_clock() -> float:
+        nonlocal looks
+        looks += 1
+        return clock.now
+
+    sessions = []
+    for _ in range(100):
+        session, _sent = connection(clock)
+        session._clock = counting_clock
+        schedule.watch(session, clock.now, lambda: "tasks: c")
+        sessions.append(session)
+    for _ in range(60):  # a minute of sweeps, one a second
+        clock.now += 1.0
+        await schedule.sweep()
+    assert all(s.last_sent >= 145.0 for s in sessions)  # each pinged on time, 4 times
+    # Each connection: 4 looks (every 15 s) and 4 Pings (a write reads the clock too), plus one
+    # peek per sweep; a sweep over every connection would read it 100 x 60 times.
+    assert looks <= 100 * (4 + 4) + 60 + 100
+    assert len(schedule) == 100
+
+
+@override_settings(CONDUIT_RT=SETTINGS)
+async def test_the_entries_of_connections_that_closed_are_dropped_when_they_come_due():
+    clock, schedule = Clock(100.0), KeepAliveSchedule()
+    sessions = [connection(clock)[0] for _ in range(50)]
+    for session in sessions:
+        schedule.watch(session, clock.now, lambda: "tasks: c")
+    for session in sessions[:25]:
+        schedule.unwatch(session)
+    for session in sessions[25:40]:
+        session.closed = True
+    clock.now += 15.0
+    await schedule.sweep()
+    assert len(schedule) == 10 and len(schedule._due) == 10  # the heap does not keep the dead
