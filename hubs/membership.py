@@ -38,6 +38,13 @@ class Membership:
         self._namespace: str = hub.get_group_namespace()
         self._layer_alias: str = hub.channel_layer_alias
         self._system: list[str] = []
+        #: Bumped by every join and leave (``record_version``).
+        self._groups_version = 0
+
+    @property
+    def hub_name(self) -> str:
+        """The name of the hub serving the connection."""
+        return self._hub_name
 
     @property
     def registered(self) -> bool:
@@ -66,6 +73,7 @@ class Membership:
         channel = group_channel(self._namespace, group)
         await local_router(self._layer_alias).add(channel, self._hub)
         self._context.groups[group] = metadata
+        self._groups_version += 1
         await self._record("add", [channel])
         await self._presence("refresh")
 
@@ -74,6 +82,7 @@ class Membership:
         channel = group_channel(self._namespace, group)
         await local_router(self._layer_alias).discard(channel, self._hub)
         self._context.groups.pop(group, None)
+        self._groups_version += 1
         await self._record("remove", [channel])
         await self._presence("refresh")
 
@@ -121,6 +130,13 @@ class Membership:
             layer_alias=self._layer_alias,
         )
 
+    def record_version(self) -> tuple[int, int, float | None, int]:
+        """What changes whenever ``monitor_record`` would, times aside: the message counts (which
+        move ``last_activity``), the ping latency and the groups. The presence round makes a new
+        record only when it changed (``hubs.presence``)."""
+        context = self._context
+        return (context.messages_in, context.messages_out, context.ping_latency_ms, self._groups_version)
+
     async def _record(
         self, action: str, channels: list[str], *, user_id: str | None = None, forget_user: bool = False
     ) -> None:
@@ -143,7 +159,7 @@ class Membership:
             if action == "register":
                 await connections.register(self._context.connection_id, self)
             elif self._system and not self._session.closed:  # refresh
-                await connections.refresh(self)
+                await connections.refresh(self._context.connection_id, self)
         except Exception:
             logger.exception("%s: could not %s the connection's presence.", self._hub_name, action)
             hub_metrics().errors.labels(where="presence").inc()

@@ -7,7 +7,10 @@ once:
 - their presence leases (``hubs.delivery.members``: who may receive acknowledged messages);
 - their records (``hubs.records``: who is connected, with their counts and groups), sent to
   observers with the same lease (``hubs.signals.connections_renewed``; the ``monitoring`` app
-  keeps them in its connection monitor);
+  keeps them in its connection monitor): a record is made and sent only when the connection
+  changed since its last one (a message in or out, a group joined or left, a new ping
+  latency: ``Monitored.record_version``) or ``RECORD_REFRESH`` seconds after it, so a Redis that
+  lost it gets it back; the leases of all of them are renewed every round;
 - this process's own record (connection count, breaker state), with ``process_report``, when
   observers also take the messages it delivered and failed since the last round.
 
@@ -46,12 +49,14 @@ from .signals import (
 from .tally import process_identity
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Hashable, Sequence
 
 logger = logging.getLogger(__name__)
 
 #: The most connections one departure batch writes.
 MAX_DEPARTURES = 500
+#: An unchanged connection's record is sent again after this long anyway (seconds).
+RECORD_REFRESH = 300.0
 
 
 class Monitored(Protocol):
@@ -61,8 +66,17 @@ class Monitored(Protocol):
     #: The hub class serving it: the ``sender`` of its signals.
     hub_class: type
 
+    @property
+    def hub_name(self) -> str:
+        """The name of its hub (``ConnectionRecord.hub``)."""
+        ...
+
     def monitor_record(self) -> ConnectionRecord:
         """The connection's current record (``hubs.records``)."""
+        ...
+
+    def record_version(self) -> Hashable:
+        """A cheap value that changes whenever its record would (times aside)."""
         ...
 
 
@@ -84,6 +98,8 @@ class LocalConnections:
         # Connections that closed, waiting for the next departure batch: (id, hub, channels, done).
         self._departing: list[tuple[str, str, Sequence[str], asyncio.Future[None]]] = []
         self._departures: asyncio.Task[None] | None = None
+        # Each connection's record version observers last got, and when (monotonic seconds).
+        self._reported: dict[str, tuple[Hashable, float]] = {}
 
     async def register(self, connection_id: str, connection: Monitored) -> None:
         """Record the connection, take its lease and tell observers it opened."""
@@ -91,19 +107,31 @@ class LocalConnections:
         ttl = _ttl()
         await asyncio.gather(
             get_members().touch([connection_id], ttl),
-            notify(connection_opened, connection.hub_class, record=connection.monitor_record(), ttl=ttl),
+            notify(
+                connection_opened,
+                connection.hub_class,
+                record=self._record(connection_id, connection),
+                ttl=ttl,
+            ),
         )
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conduit-presence")
 
-    async def refresh(self, connection: Monitored) -> None:
+    async def refresh(self, connection_id: str, connection: Monitored) -> None:
         """Tell observers the connection changed now (it joined or left a group)."""
-        await notify(connection_changed, connection.hub_class, record=connection.monitor_record(), ttl=_ttl())
+        record = self._record(connection_id, connection)
+        await notify(connection_changed, connection.hub_class, record=record, ttl=_ttl())
+
+    def _record(self, connection_id: str, connection: Monitored) -> ConnectionRecord:
+        """The connection's record now, remembered as the last one observers got."""
+        self._reported[connection_id] = (connection.record_version(), time.monotonic())
+        return connection.monitor_record()
 
     def forget(self, connection_id: str) -> None:
         """Stop renewing the connection's lease (synchronous: the first thing a closing
         connection does, so a teardown cut short can never leave a lease renewed forever)."""
         self.connections.pop(connection_id, None)
+        self._reported.pop(connection_id, None)
         if not self.connections:
             self._wake.set()  # the renewal task reports once more and ends
 
@@ -137,11 +165,24 @@ class LocalConnections:
                 if not done.done():
                     done.set_result(None)
 
-    async def _renew_some(self, connection_ids: Iterable[str], records: list[ConnectionRecord]) -> None:
+    async def _renew_some(self, connections: list[tuple[str, str]], records: list[ConnectionRecord]) -> None:
         ttl = _ttl()
         await asyncio.gather(
-            get_members().touch(connection_ids, ttl), notify(connections_renewed, records=records, ttl=ttl)
+            get_members().touch([c for c, _ in connections], ttl),
+            notify(connections_renewed, records=records, connections=connections, ttl=ttl),
         )
+
+    def _changed_records(self, connections: list[tuple[str, Monitored]]) -> list[ConnectionRecord]:
+        """The records of the connections that changed since observers last got one (or got
+        it ``RECORD_REFRESH`` seconds ago)."""
+        now, reported, records = time.monotonic(), self._reported, []
+        for connection_id, connection in connections:
+            version = connection.record_version()
+            last = reported.get(connection_id)
+            if last is None or last[0] != version or now - last[1] >= RECORD_REFRESH:
+                reported[connection_id] = (version, now)
+                records.append(connection.monitor_record())
+        return records
 
     async def _run(self) -> None:
         """Sleep a third of the lease, then renew, while the loop serves connections; one last
@@ -159,7 +200,9 @@ class LocalConnections:
         connections = list(self.connections.items())
         self._renewing = {c for c, _ in connections}
         try:
-            await self._renew_some([c for c, _ in connections], [c.monitor_record() for _, c in connections])
+            await self._renew_some(
+                [(c, m.hub_name) for c, m in connections], self._changed_records(connections)
+            )
         except Exception:
             logger.exception("Could not renew the presence of %d connection(s).", len(connections))
             hub_metrics().errors.labels(where="presence").inc()

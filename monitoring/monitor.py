@@ -35,9 +35,6 @@ from .records import HubSummary, MinuteCounts, MonitorSummary
 
 #: A dead process's records are kept this long for the cleanup (seconds).
 RECORD_RETENTION = 86400
-#: A record unchanged since this process wrote it is written again after this long anyway, so a
-#: Redis that lost it (restarted empty) gets it back (seconds).
-REWRITE_AFTER = 300.0
 #: Per-minute counts are kept this long (seconds): the dashboard shows the last hour.
 MINUTE_RETENTION = 7200
 
@@ -47,6 +44,13 @@ class Monitor(Protocol):
 
     async def upsert(self, records: Sequence[ConnectionRecord], ttl: float) -> None:
         """Write ``records`` and renew their leases for ``ttl`` seconds."""
+        ...
+
+    async def renew(
+        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+    ) -> None:
+        """A presence round: write ``records`` (those that changed) and renew the lease of each
+        of ``connections`` (``(connection_id, hub)`` pairs, all the process's) for ``ttl`` s."""
         ...
 
     async def remove(self, connection_id: str, hub: str) -> None:
@@ -145,6 +149,17 @@ class MemoryMonitor:
                 self._records[record.connection_id] = ConnectionRecord.loads(record.dumps(), until)
                 self._hubs.add(record.hub)
 
+    async def renew(
+        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+    ) -> None:
+        await self.upsert(records, ttl)
+        until = self.clock() + ttl
+        with self._lock:
+            for connection_id, _ in connections:
+                known = self._records.get(connection_id)
+                if known is not None:
+                    known.lease_until = until
+
     async def remove(self, connection_id: str, hub: str) -> None:
         await self.remove_many([(connection_id, hub)])
 
@@ -211,10 +226,9 @@ def _text(value: bytes | str) -> str:
 class RedisMonitor:
     """The monitor in Redis: every process and host sees the same connections.
 
-    A presence round renews every record of the process: the leases and activity of each hub
-    go in one command each, and a record is written only when it changed since this process last
-    wrote it (or ``REWRITE_AFTER`` seconds ago), so thousands of idle connections cost a few
-    commands per round, not three each.
+    A presence round (``renew``) writes the records that changed and renews the leases of all
+    the process's connections in one command per hub, so thousands of idle connections cost a
+    few commands per round, not three each.
     """
 
     def __init__(self, *, url: str | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -224,35 +238,35 @@ class RedisMonitor:
         self.prefix = f"{conduit_settings.KEY_PREFIX}:monitor:"
         self.clock = clock
         self.redis = PerLoopRedis(self.url)
-        # What this process last wrote of each of its records, and when.
-        self._written: dict[str, tuple[bytes, float]] = {}
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     async def upsert(self, records: Sequence[ConnectionRecord], ttl: float) -> None:
-        if not records:
+        await self.renew(records, [(r.connection_id, r.hub) for r in records], ttl)
+
+    async def renew(
+        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+    ) -> None:
+        if not records and not connections:
             return
-        now = self.clock()
-        until = now + ttl
+        until = self.clock() + ttl
         leases: dict[str, dict[str, float]] = {}
         activity: dict[str, dict[str, float]] = {}
-        written: dict[str, tuple[bytes, float]] = {}
+        for connection_id, hub in connections:
+            leases.setdefault(hub, {})[connection_id] = until
         async with self.redis.client().pipeline(transaction=False) as pipe:
             for record in records:
-                raw = record.dumps()
-                last = self._written.get(record.connection_id)
-                if last is None or last[0] != raw or now - last[1] >= REWRITE_AFTER:
-                    pipe.set(self._key("conn", record.connection_id), raw, ex=RECORD_RETENTION)
-                    written[record.connection_id] = (raw, now)
-                leases.setdefault(record.hub, {})[record.connection_id] = until
+                pipe.set(self._key("conn", record.connection_id), record.dumps(), ex=RECORD_RETENTION)
                 activity.setdefault(record.hub, {})[record.connection_id] = record.last_activity
-            for hub in leases:
+                leases.setdefault(record.hub, {})[record.connection_id] = until
+            for hub in leases.keys() | activity.keys():
                 pipe.sadd(self._key("hubs"), hub)
-                pipe.zadd(self._key("leases", hub), leases[hub])
-                pipe.zadd(self._key("activity", hub), activity[hub])
+                if hub in leases:
+                    pipe.zadd(self._key("leases", hub), leases[hub])
+                if hub in activity:
+                    pipe.zadd(self._key("activity", hub), activity[hub])
             await pipe.execute()
-        self._written.update(written)
 
     async def remove(self, connection_id: str, hub: str) -> None:
         await self.remove_many([(connection_id, hub)])
@@ -263,7 +277,6 @@ class RedisMonitor:
         by_hub: dict[str, list[str]] = {}
         for connection_id, hub in connections:
             by_hub.setdefault(hub, []).append(connection_id)
-            self._written.pop(connection_id, None)
         async with self.redis.client().pipeline(transaction=False) as pipe:
             pipe.delete(*(self._key("conn", connection_id) for connection_id, _ in connections))
             for hub, ids in by_hub.items():

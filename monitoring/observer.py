@@ -31,10 +31,14 @@ async def connection_changed(sender: Any, record: ConnectionRecord, ttl: float, 
 
 
 async def connections_renewed(
-    sender: Any, records: Sequence[ConnectionRecord], ttl: float, **kwargs: Any
+    sender: Any,
+    records: Sequence[ConnectionRecord],
+    connections: Sequence[tuple[str, str]],
+    ttl: float,
+    **kwargs: Any,
 ) -> None:
-    """Write every record of a presence round, renewing their leases."""
-    await get_monitor().upsert(records, ttl)
+    """A presence round: write the records that changed and renew every connection's lease."""
+    await get_monitor().renew(records, connections, ttl)
 
 
 async def connections_closed(sender: Any, connections: Sequence[tuple[str, str]], **kwargs: Any) -> None:

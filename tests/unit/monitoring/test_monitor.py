@@ -132,23 +132,17 @@ async def test_minutes_count_delivered_and_failed(monitor, clock):
     assert [m.start for m in minutes] == [60 * 29_999_999, 60 * 30_000_000, 60 * 30_000_001]
 
 
-async def test_a_round_writes_only_the_records_that_changed_and_renews_every_lease(redis_backend, clock):
-    from monitoring.monitor import REWRITE_AFTER
-
-    monitor = redis_backend(RedisMonitor, clock=clock)
-    client = monitor.redis.client()
+async def test_a_round_writes_the_records_it_is_given_and_renews_every_lease(monitor, clock):
     await monitor.upsert([record("c1"), record("c2", hub="video")], ttl=30)
-    await client.delete(monitor._key("conn", "c1"), monitor._key("conn", "c2"))  # gone behind its back
-    clock.now += 10
-    await monitor.upsert([record("c1"), record("c2", hub="video", messages_out=3)], ttl=30)
-    assert await client.exists(monitor._key("conn", "c1")) == 0  # unchanged: not written again
-    assert (await monitor.get("c2")).messages_out == 3  # changed: written
-    assert await client.zscore(monitor._key("leases", "tasks"), "c1") == clock.now + 30  # renewed
-    clock.now += 25  # past the first lease: the second round renewed c2's
-    assert [r.connection_id for r in await monitor.connections("video")] == ["c2"]
-    clock.now += REWRITE_AFTER
-    await monitor.upsert([record("c1")], ttl=30)
-    assert (await monitor.get("c1")) is not None  # written again after REWRITE_AFTER
-    await monitor.remove_many([("c1", "tasks")])
-    await monitor.upsert([record("c1")], ttl=30)  # a removed record is written afresh
-    assert (await monitor.get("c1")) is not None
+    clock.now += 20
+    # The presence round sends only the records that changed, and every connection's lease.
+    await monitor.renew(
+        [record("c2", hub="video", messages_out=3)], [("c1", "tasks"), ("c2", "video")], ttl=30
+    )
+    assert (await monitor.get("c2")).messages_out == 3
+    assert (await monitor.get("c1")).messages_out == 0  # not sent: kept as it was
+    clock.now += 25  # past the first lease: the round renewed both
+    assert [r.connection_id for r in await monitor.connections()] == ["c1", "c2"]
+    await monitor.renew([], [("c1", "tasks")], ttl=30)
+    clock.now += 25
+    assert [r.connection_id for r in await monitor.connections()] == ["c1"]  # c2 was not renewed
