@@ -19,6 +19,8 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from hubs.logging import RedactTokensFilter
+from hubs.management.commands import serve as serve_command_module
+from hubs.servers import GC_THRESHOLDS, prepare_gc
 from hubs.servers import uvicorn as serve_uvicorn
 
 TOKEN = "eyJ1Ijo:sig:xyz"
@@ -58,6 +60,10 @@ def started(monkeypatch, uvicorn_loggers) -> dict[str, Any]:
         def run(self) -> None:
             pass
 
+    def prepare_gc(thresholds: Any) -> None:  # not in the test process: it would freeze it
+        seen["gc"] = thresholds
+
+    monkeypatch.setattr(serve_command_module, "prepare_gc", prepare_gc)
     monkeypatch.setattr(uvicorn.Server, "run", uvicorn_run)
     monkeypatch.setattr(hubs.servers.daphne, "ReapingServer", FakeDaphne)
     return seen
@@ -72,7 +78,7 @@ def serve_command(*args: str) -> str:
 def test_daphne_is_the_default_with_its_limits(started):
     printed = serve_command("--host", "0.0.0.0", "--port", "8123")
     assert printed == "Serving on http://0.0.0.0:8123/\n"
-    assert set(started) == {"daphne"}
+    assert set(started) == {"daphne", "gc"}
     kwargs = started["daphne"]
     assert kwargs["endpoints"] == ["tcp:port=8123:interface=0.0.0.0"]
     assert kwargs["websocket_max_message_size"] == 1024 * 1024
@@ -84,7 +90,7 @@ def test_daphne_is_the_default_with_its_limits(started):
 def test_uvicorn_gets_uvloop_httptools_and_daphnes_limits(started):
     printed = serve_command("--server", "uvicorn", "--host", "0.0.0.0", "--port", "8124")
     assert printed == "Serving on http://0.0.0.0:8124/\n"
-    assert set(started) == {"uvicorn"}
+    assert set(started) == {"uvicorn", "gc"}
     config = started["uvicorn"]
     assert (config.host, config.port) == ("0.0.0.0", 8124)
     assert (config.loop, config.http, config.ws, config.lifespan) == (
@@ -191,3 +197,27 @@ def test_uvicorn_log_lines_are_redacted_and_websocket_lines_follow_the_access_lo
     assert err.count('"WebSocket /hubs/tasks?id=a&access_token=***" [accepted]') == 1
     assert err.count("connection open") == 1
     assert err.count("something with Bearer ***") == 2
+
+
+def test_the_collector_thresholds_are_set_before_serving(started):
+    serve_command()
+    assert started["gc"] == GC_THRESHOLDS
+    serve_command("--gc-threshold", "python")
+    assert started["gc"] is None
+    serve_command("--gc-threshold", "50000,20,100")
+    assert started["gc"] == (50000, 20, 100)
+    with pytest.raises(CommandError, match="--gc-threshold: three positive integers"):
+        serve_command("--gc-threshold", "10,0")
+
+
+def test_prepare_gc_freezes_what_was_built_and_sets_the_thresholds():
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        prepare_gc((12_345, 7, 9))
+        assert gc.get_threshold() == (12_345, 7, 9)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from hubs.servers import GC_THRESHOLDS, parse_gc_threshold, prepare_gc
 
 SERVERS = ("daphne", "uvicorn")
 
@@ -25,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-access-log", action="store_true")
         parser.add_argument(
+            "--gc-threshold",
+            default=",".join(str(n) for n in GC_THRESHOLDS),
+            help="The garbage collector's thresholds while serving, 'g0,g1,g2' (default: %(default)s), "
+            "or 'python' for Python's own: see docs/operations.md, Servers.",
+        )
+        parser.add_argument(
             "--ws-ping-interval",
             type=float,
             default=0,
@@ -39,7 +47,12 @@ class Command(BaseCommand):
             from hubs.servers.uvicorn import require_uvicorn
 
             require_uvicorn()
+        try:
+            thresholds = parse_gc_threshold(options["gc_threshold"])
+        except ValueError as exc:
+            raise CommandError(f"--gc-threshold: {exc}") from exc
         application = import_string(settings.ASGI_APPLICATION)
+        prepare_gc(thresholds)
         self.stdout.write(f"Serving on http://{options['host']}:{options['port']}/", ending="\n")
         self.stdout.flush()
         if options["server"] == "uvicorn":
