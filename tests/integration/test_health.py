@@ -33,6 +33,7 @@ from hubs.tally import process_identity
 from monitoring import health
 from monitoring.health import CeleryWorkers
 from monitoring.monitor import MemoryMonitor
+from tests.conftest import REDIS_DB
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -281,7 +282,7 @@ async def test_redis_answering_is_healthy(redis_url):
     with override_settings(CONDUIT_RT={"REDIS_URL": redis_url}):
         code, body, _ = await get_health()
     assert (code, body["status"]) == (200, "healthy"), body
-    assert body["checks"]["redis"]["message"] == "PONG from 127.0.0.1:6379/9"
+    assert body["checks"]["redis"]["message"] == f"PONG from 127.0.0.1:6379/{REDIS_DB}"
 
 
 async def test_redis_on_a_closed_port_is_unhealthy_with_503_and_no_password_shown():
