@@ -59,12 +59,14 @@ class Inbox:
                 if self._first_time(entry.message_id):
                     assert replay.position is not None
                     body = {**entry.body, "seq": entry.seq, "epoch": replay.position.epoch}
+                    await self._session.pace()
                     await self._session.write_outbound(encode_outbound(entry.method, body))
         finally:
             while self._held:
                 held, self._held = self._held, []
                 for message in held:
                     if self._wanted(message):
+                        await self._session.pace()
                         await self._session.write_record(message["records"])
                         record_delivery(self._hub_name, message)
             self._held = None

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: Seconds between two looks at the backlog while ``drain`` waits.
+DRAIN_POLL = 0.005
+
 
 class Outbox:
     """The writes of one connection through ``send`` (the ASGI send callable)."""
@@ -89,6 +92,16 @@ class Outbox:
             return
         self._queue.append((message, size))
         self._queued += size
+
+    async def drain(self, below: int) -> bool:
+        """Wait until the client's backlog is at most ``below`` bytes (True), or the outbox is
+        full (False); the caller bounds the wait. Polled: neither server says when its buffer
+        drains (daphne's Twisted transport, uvicorn's asyncio one)."""
+        while self.backlog() > below:
+            if self.full:
+                return False
+            await asyncio.sleep(DRAIN_POLL)
+        return True
 
     def clear(self) -> None:
         """Drop what is queued (a slow consumer's backlog; it resumes from its history)."""

@@ -14,6 +14,7 @@ stay pending (they are resent after it reconnects); it resumes its streams from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -209,6 +210,16 @@ class ProtocolSession:
             self._lost(exc)
             return
         self._count_out(1)
+
+    async def pace(self) -> None:
+        """Before each write of a burst the hub makes itself (a resume's replay): wait while the
+        client has half of ``OUTBOUND_QUEUE_BYTES`` unread, up to ``SLOW_CONSUMER_GRACE``; a client
+        that reads keeps up, one that does not then overflows as any slow consumer."""
+        limit = self.outbox.limit
+        if limit and not self.closed:
+            with contextlib.suppress(TimeoutError):  # not read within the grace: write anyway
+                async with asyncio.timeout(SLOW_CONSUMER_GRACE):
+                    await self.outbox.drain(limit // 2)
 
     async def write_outbound(self, outbound: Outbound) -> None:
         """Send a server event encoded by ``encode_outbound``."""

@@ -165,3 +165,33 @@ async def test_a_send_that_returns_another_kind_of_awaitable_is_awaited_in_order
     outbox.push(frame(1), 2)  # behind the first
     await asyncio.sleep(0.1)
     assert sent == [frame(0), frame(1)]
+
+
+async def test_drain_waits_until_the_client_read_enough_or_the_outbox_is_full(slow_session):
+    session, _, transport = slow_session
+    transport.held = 900_000
+    asyncio.get_running_loop().call_later(0.02, lambda: setattr(transport, "held", 100_000))
+    assert await asyncio.wait_for(session.outbox.drain(512 * 1024), timeout=5) is True
+    transport.held = 900_000
+    asyncio.get_running_loop().call_later(0.02, lambda: setattr(session.outbox, "full", True))
+    assert await asyncio.wait_for(session.outbox.drain(512 * 1024), timeout=5) is False
+
+
+async def test_a_replay_is_paced_to_what_the_client_reads_and_never_trips_the_bound(slow_session):
+    session, server, transport = slow_session
+    before = slow_consumers()
+    loop = asyncio.get_running_loop()
+    for _ in range(40):  # 40 records of 100 kB: 4 MB, four times the bound
+        await asyncio.wait_for(session.pace(), timeout=5)
+        await session.write_record({"json": "x" * 100_000 + "\x1e"})
+        transport.held += 100_000  # daphne keeps it until the client reads
+        loop.call_later(0.001, lambda: setattr(transport, "held", max(0, transport.held - 100_000)))
+    assert not session.closed and slow_consumers() == before
+    assert len(server.sent) == 40
+
+
+async def test_pace_gives_up_after_the_grace_for_a_client_that_does_not_read(slow_session):
+    session, _, transport = slow_session
+    transport.held = 900_000  # over half the bound, and never read
+    await asyncio.wait_for(session.pace(), timeout=5)  # back after SLOW_CONSUMER_GRACE (0.05 s here)
+    assert not session.closed  # the next write decides, as any write does
