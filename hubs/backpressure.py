@@ -15,7 +15,12 @@ Channels test communicator, say): then only what the hub itself queues is counte
 from __future__ import annotations
 
 import functools
+import logging
+import socket
+import struct
 from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -53,6 +58,15 @@ class _AsyncioTransport:
         return int(self._transport.get_write_buffer_size())
 
     def abort(self) -> None:
+        # As Twisted's abortConnection: SO_LINGER 0, so the close sends a reset and the kernel
+        # drops what the client never read. Without it the FIN waits behind those bytes, and a
+        # client that does not read never learns that its connection ended.
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError as exc:  # the socket is already gone: the abort below is all there is
+                logger.debug("Could not set SO_LINGER before an abort: %s", exc)
         self._transport.abort()
 
 
