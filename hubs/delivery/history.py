@@ -184,13 +184,20 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return {epoch, seq}
 """
 
-# KEYS: meta hash, stream. ARGV: max age ms. Returns epoch, seq, then the kept entries.
+# KEYS: meta hash, stream. ARGV: max age ms, the reader's seq. Returns epoch, seq, then the
+# entries after the reader's seq still kept (at most current - seq of them, oldest first): a
+# reader one message behind reads one entry, not the whole window.
 _READ = """
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if not meta[1] then return nil end
+local wanted = tonumber(meta[2]) - tonumber(ARGV[2])
+if wanted <= 0 then return {meta[1], meta[2], {}} end
 local now = redis.call('TIME')
 local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
-return {meta[1], meta[2], redis.call('XRANGE', KEYS[2], cutoff, '+')}
+local newest = redis.call('XREVRANGE', KEYS[2], '+', cutoff, 'COUNT', wanted)
+local entries = {}
+for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
+return {meta[1], meta[2], entries}
 """
 
 
@@ -234,7 +241,9 @@ class RedisHistory:
         return Position(epoch.decode() if isinstance(epoch, bytes) else str(epoch), int(seq))
 
     async def read_after(self, stream: str, epoch: str | None, seq: int) -> Replay:
-        found = await self.redis.client().eval(_READ, 2, *self._keys(stream), int(self.max_age * 1000))
+        found = await self.redis.client().eval(
+            _READ, 2, *self._keys(stream), int(self.max_age * 1000), max(0, int(seq))
+        )
         if not found:
             return Replay(None, None)
         current = Position(found[0].decode(), int(found[1]))
