@@ -16,6 +16,10 @@ Here each connection is reaped when something happens to it, with daphne's outco
   has finished, else a timer cancels the application ``application_close_timeout`` seconds later
   (daphne's warning "took too long to shut down and was killed" kept word for word).
 
+autobahn (daphne's WebSocket layer) pretty-prints its whole configuration for a debug line on
+every new WebSocket, logged or not: a twentieth of a connect's CPU. ``run`` makes that text
+lazy (``LazyFormat``): it is built only if the line is written.
+
 The timeout walk runs over the connections that can still time out: with daphne's ping and
 lifetime timeouts and the HTTP timeout off (as ``manage.py serve`` runs it), only a WebSocket in
 its opening handshake can, so only the connections of the last ``websocket_connect_timeout``
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import pprint
 import sys
 import time
 from collections import deque
@@ -45,8 +50,40 @@ logger = logging.getLogger("daphne.server")
 TIMEOUT_CHECK_INTERVAL = 2.0
 
 
+class LazyFormat:
+    """``pprint.pformat(value)``, made only when the log line holding it is written."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self._value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def lazy_autobahn_debug_lines() -> None:
+    """Make ``pformat`` lazy in ``autobahn.websocket.protocol``, where it builds debug-line
+    arguments, and keep the one place that returns its text (``Timings.__str__``) returning
+    a string (``tests/unit/test_daphne_reaping.py`` checks that these are its only uses)."""
+    import autobahn.websocket.protocol as protocol
+
+    if protocol.pformat is LazyFormat:  # type: ignore[attr-defined]
+        return
+    protocol.pformat = LazyFormat  # type: ignore[attr-defined]
+    protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)  # type: ignore[method-assign]
+
+
 class ReapingServer(Server):  # type: ignore[misc]  # daphne is untyped
     """Daphne's server, reaping each connection on its own events instead of by polling."""
+
+    def run(self) -> None:
+        """Start serving (blocks until the reactor stops)."""
+        lazy_autobahn_debug_lines()
+        super().run()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

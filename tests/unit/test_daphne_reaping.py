@@ -144,3 +144,31 @@ async def test_the_timeout_walk_covers_only_the_connections_that_can_time_out(
     srv.timeout_checker()
     assert (young.checks, old.checks) == (1, 1 if walks_all else 0)
     assert len(srv._young) == 1  # the old one is no longer remembered as young
+
+
+def test_autobahns_per_connection_debug_text_is_built_only_when_logged():
+    import inspect
+    import re
+
+    import autobahn.websocket.protocol as protocol
+
+    from hubs.servers.daphne import LazyFormat, lazy_autobahn_debug_lines
+
+    # The uses of pformat the patch is written for: two debug-line arguments and Timings.__str__.
+    uses = re.findall(r"^.*pformat\(.*$", inspect.getsource(protocol), flags=re.M)
+    assert [u.strip() for u in uses] == [
+        "return pformat(self._timings)",
+        'self.log.debug("\\n{attrs}", attrs=pformat(configAttrLog))',
+        "transport_details=pformat(self._transport_details.marshal()),",
+    ]
+    original_pformat, original_str = protocol.pformat, protocol.Timings.__str__
+    try:
+        lazy_autobahn_debug_lines()
+        text = protocol.pformat([("openHandshakeTimeout", 5, "WebSocketFactory")])
+        assert isinstance(text, LazyFormat)
+        assert f"\n{text}" == "\n[('openHandshakeTimeout', 5, 'WebSocketFactory')]"
+        timings = protocol.Timings()
+        timings.track("a")
+        assert str(timings).startswith("{'a':")
+    finally:
+        protocol.pformat, protocol.Timings.__str__ = original_pformat, original_str
