@@ -39,3 +39,28 @@ def test_host_entries_keep_their_options_and_sentinels_keep_channels_redis_pools
     assert pool.connection_kwargs["socket_timeout"] == 2
     plain = RedisChannelLayer(hosts=[("127.0.0.1", 6379)])
     assert not isinstance(plain.create_pool(0), aioredis.BlockingConnectionPool)
+
+
+async def test_group_add_writes_the_member_and_the_expiry_in_one_round_trip(redis_url, monkeypatch):
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"add-{uuid.uuid4().hex}", group_expiry=900)
+    channel = await layer.new_channel()
+    client = layer.connection(0)
+    trips: list[str] = []
+    original = type(client).execute_command
+
+    async def counting(self, *args, **options):  # one call per round trip outside a pipeline
+        trips.append(str(args[0]))
+        return await original(self, *args, **options)
+
+    monkeypatch.setattr(type(client), "execute_command", counting)
+    try:
+        await asyncio.wait_for(layer.group_add("room", channel), timeout=10)
+        assert trips == []  # no lone command: the pipeline carried both
+        monkeypatch.setattr(type(client), "execute_command", original)
+        key = layer._group_key("room")
+        assert 0 < await client.ttl(key) <= 900
+        assert await client.zscore(key, channel) is not None
+        await layer.group_send("room", {"type": "tick"})
+        assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "tick"
+    finally:
+        await layer.flush()
