@@ -49,21 +49,21 @@ class NegotiatedStore(Protocol):
 
 
 class RedisNegotiated:
-    """Records as Redis strings ``<KEY_PREFIX>:negotiated:<token>``."""
+    """Records as Redis strings ``<KEY_PREFIX>:negotiated:<token>``, written and taken in the
+    round trip the loop's other connects share (``TickPipeline``)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.redis = PerLoopRedis(url)
         self.prefix = f"{prefix}:negotiated:"
 
     async def put(self, token: str, record: dict[str, Any], ttl: float) -> None:
-        await self.redis.client().set(self.prefix + token, orjson.dumps(record), px=max(1, int(ttl * 1000)))
+        raw, milliseconds = orjson.dumps(record), max(1, int(ttl * 1000))
+        await self.redis.batch().run(lambda pipe: pipe.set(self.prefix + token, raw, px=milliseconds))
 
     async def take(self, token: str) -> dict[str, Any] | None:
-        async with self.redis.client().pipeline(transaction=True) as pipe:
-            pipe.get(self.prefix + token)
-            pipe.delete(self.prefix + token)
-            found, deleted = await pipe.execute()
-        return orjson.loads(found) if found is not None and deleted else None
+        # GETDEL (Redis 6.2+) is the claim: of several racing WebSockets, one gets the value.
+        (found,) = await self.redis.batch().run(lambda pipe: pipe.getdel(self.prefix + token))
+        return orjson.loads(found) if found is not None else None
 
 
 class CacheNegotiated:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from hubs.conf import conduit_settings
 from hubs.delivery.built import BuiltOnUse
@@ -255,18 +255,23 @@ class RedisMonitor:
         activity: dict[str, dict[str, float]] = {}
         for connection_id, hub in connections:
             leases.setdefault(hub, {})[connection_id] = until
-        async with self.redis.client().pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.set(self._key("conn", record.connection_id), record.dumps(), ex=RECORD_RETENTION)
-                activity.setdefault(record.hub, {})[record.connection_id] = record.last_activity
-                leases.setdefault(record.hub, {})[record.connection_id] = until
+        written = [(self._key("conn", record.connection_id), record.dumps()) for record in records]
+        for record in records:
+            activity.setdefault(record.hub, {})[record.connection_id] = record.last_activity
+            leases.setdefault(record.hub, {})[record.connection_id] = until
+
+        def build(pipe: Any) -> None:
+            for key, raw in written:
+                pipe.set(key, raw, ex=RECORD_RETENTION)
             for hub in leases.keys() | activity.keys():
                 pipe.sadd(self._key("hubs"), hub)
                 if hub in leases:
                     pipe.zadd(self._key("leases", hub), leases[hub])
                 if hub in activity:
                     pipe.zadd(self._key("activity", hub), activity[hub])
-            await pipe.execute()
+
+        # With the records of the other connections that open in the same loop iteration.
+        await self.redis.batch().run(build)
 
     async def remove(self, connection_id: str, hub: str) -> None:
         await self.remove_many([(connection_id, hub)])

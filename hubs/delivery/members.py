@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..conf import conduit_settings
 from .built import BuiltOnUse
@@ -158,7 +158,9 @@ _RESOLVE_ALIVE = RESOLVE_ALIVE_FN + "return resolve_alive(KEYS, ARGV[1])\n"
 
 
 class RedisMembers:
-    """Memberships as Redis sets ``<KEY_PREFIX>:members:<channel group>``, one round trip per call."""
+    """Memberships as Redis sets ``<KEY_PREFIX>:members:<channel group>``, one round trip per
+    call; the calls of a connect (``add``, ``touch``, ``resolve_alive``) share it with those of
+    the other connects of the same loop iteration (``TickPipeline``)."""
 
     def __init__(self, *, url: str | None = None) -> None:
         self.url = url or conduit_settings.REDIS_URL
@@ -172,12 +174,15 @@ class RedisMembers:
         return f"{self.prefix}user-of:{connection_id}"
 
     async def add(self, connection_id: str, channels: Iterable[str], user_id: str | None = None) -> None:
-        async with self.redis.client().pipeline(transaction=False) as pipe:
-            for channel in channels:
-                pipe.sadd(self.prefix + channel, connection_id)
+        keys = [self.prefix + channel for channel in channels]
+
+        def build(pipe: Any) -> None:
+            for key in keys:
+                pipe.sadd(key, connection_id)
             if user_id is not None:
                 pipe.set(self._user_key(connection_id), user_id, ex=self.user_ttl)
-            await pipe.execute()
+
+        await self.redis.batch().run(build)
 
     async def remove(self, connection_id: str, channels: Iterable[str], forget_user: bool = False) -> None:
         async with self.redis.client().pipeline(transaction=False) as pipe:
@@ -209,7 +214,9 @@ class RedisMembers:
         keys = self.set_keys(channels)
         if not keys:
             return {}
-        found = await self.redis.client().eval(_RESOLVE_ALIVE, len(keys), *keys, self.prefix)
+        (found,) = await self.redis.batch().run(
+            lambda pipe: pipe.eval(_RESOLVE_ALIVE, len(keys), *keys, self.prefix)
+        )
         return {
             found[i].decode(): (found[i + 1].decode() if found[i + 1] else None)
             for i in range(0, len(found), 2)
@@ -220,10 +227,13 @@ class RedisMembers:
 
     async def touch(self, connection_ids: Iterable[str], ttl: float) -> None:
         milliseconds = max(1, int(ttl * 1000))
-        async with self.redis.client().pipeline(transaction=False) as pipe:
-            for connection_id in connection_ids:
-                pipe.set(self._lease_key(connection_id), 1, px=milliseconds)
-            await pipe.execute()
+        keys = [self._lease_key(connection_id) for connection_id in connection_ids]
+
+        def build(pipe: Any) -> None:
+            for key in keys:
+                pipe.set(key, 1, px=milliseconds)
+
+        await self.redis.batch().run(build)
 
     async def vanish(self, connection_id: str) -> None:
         await self.redis.client().delete(self._lease_key(connection_id))

@@ -2,7 +2,8 @@
 
 ``redis.asyncio`` connections belong to the event loop that opened them, and synchronous senders
 run each send in a loop of their own (``async_to_sync``), so a backend keeps one client per loop,
-forgotten with the loop.
+forgotten with the loop, and a ``TickPipeline`` per loop for the small writes many coroutines
+make at once (``batch()``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from typing import Any
+
+from .tick_pipeline import TickPipeline
 
 
 class PerLoopRedis:
@@ -32,6 +35,9 @@ class PerLoopRedis:
         self.pool_timeout = pool_timeout
         self.max_connections = max_connections
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TickPipeline] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def client(self) -> Any:
         import redis.asyncio as aioredis
@@ -50,8 +56,18 @@ class PerLoopRedis:
             self._clients[loop] = found
         return found
 
+    def batch(self) -> TickPipeline:
+        """The running loop's ``TickPipeline`` on its client: commands queued through it in one
+        loop iteration share a round trip."""
+        loop = asyncio.get_running_loop()
+        found = self._batches.get(loop)
+        if found is None:
+            found = self._batches[loop] = TickPipeline(self.client())
+        return found
+
     async def aclose(self) -> None:
         """Close the running loop's client (tests; servers let clients live with their loop)."""
+        self._batches.pop(asyncio.get_running_loop(), None)
         found = self._clients.pop(asyncio.get_running_loop(), None)
         if found is not None:
             await found.aclose()
