@@ -443,7 +443,7 @@ def leftovers(url: str, prefix: str = KEY_PREFIX, hub: str = HUB) -> dict[str, i
             return list(client.scan_iter(match=pattern, count=1000))
 
         members = keys(f"{prefix}:members:*")
-        leases = [k for k in members if k.startswith(f"{prefix}:members:alive:".encode())]
+        leases = [k for k in members if k == f"{prefix}:members:leases".encode()]
         users = [k for k in members if k.startswith(f"{prefix}:members:user-of:".encode())]
         special = set(leases) | set(users)
         sets = [k for k in members if k not in special]
@@ -459,7 +459,7 @@ def leftovers(url: str, prefix: str = KEY_PREFIX, hub: str = HUB) -> dict[str, i
         found = {
             "member_sets": len(sets),
             "member_entries": int(sum(cards[: len(sets)])),
-            "presence_leases": len(leases),
+            "presence_leases": int(client.zcard(f"{prefix}:members:leases")) if leases else 0,
             "user_keys": len(users),
             "monitor_records": len(keys(f"{prefix}:monitor:conn:*")),
             "monitor_leases": int(cards[-2]),

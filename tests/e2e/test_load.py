@@ -151,7 +151,7 @@ def leftovers(client: redis.Redis, prefix: str) -> dict[str, Any]:
         return sorted(k.decode() for k in client.scan_iter(match=pattern, count=1000))
 
     return {
-        # member sets, alive:<id> leases, user-of:<id> keys (hubs/delivery/members.py)
+        # member sets, the leases sorted set, user-of:<id> keys (hubs/delivery/members.py)
         "members": keys(f"{prefix}:members:*"),
         # connection records and the per-hub lease and activity indexes (monitoring/monitor.py)
         "monitor_records": keys(f"{prefix}:monitor:conn:*"),

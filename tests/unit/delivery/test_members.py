@@ -76,3 +76,20 @@ async def test_resolve_alive_keeps_only_leased_members_with_their_users(members)
     await members.touch(["c1", "c2"], ttl=30)
     assert await members.resolve_alive(["g", "nobody"]) == {"c1": "7", "c2": None}
     assert await members.resolve_alive([]) == {}
+
+
+async def test_redis_leases_are_one_sorted_set_renewed_in_one_command(redis_backend):
+    members = redis_backend(RedisMembers)
+    client = members.redis.client()
+    ids = [f"c{n}" for n in range(5000)]
+    await members.touch(ids, ttl=30)  # a presence round of 5,000 connections: one script call
+    assert await client.zcard(members._leases_key) == 5000
+    assert await members.alive([*ids[:3], "never"]) == set(ids[:3])
+    await client.zadd(members._leases_key, {"dead": 1})  # a dead process's lease, long run out
+    assert await members.alive(["dead"]) == set()
+    await members.add("dead", ["g"])
+    assert await members.resolve_alive(["g"]) == {}
+    await members.touch(["c1"], ttl=30)  # the next round drops what ran out
+    assert await client.zscore(members._leases_key, "dead") is None
+    await members.depart([(c, []) for c in ids])
+    assert await client.exists(members._leases_key) == 0
