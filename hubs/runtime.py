@@ -31,6 +31,7 @@ from typing import Any
 
 from . import connections
 from .admission import Admission
+from .auth.user_batches import UserBatches
 from .auth.users import RecentUsers
 from .delivery import breaker, history, members, pending
 from .delivery.ack_batch import AckBatcher
@@ -58,6 +59,9 @@ class LoopRuntime:
         self.admission = Admission(open_connections=lambda: len(self.connections.connections))
         #: The keep-alive of the loop's connections (``hubs.keepalive``).
         self.keep_alive = KeepAliveSchedule()
+        #: Per two-step validator that loads many users at once, the loop's batches of loads
+        #: (``hubs.auth.user_batches``), by ``id(validator)``.
+        self.user_batches: dict[int, UserBatches] = {}
         self._limiter: tuple[tuple[Any, ...], InvocationLimiter] | None = None
         self._swapped_limiter: Any = None
         self._runners: dict[str, asyncio.Task[None]] = {}

@@ -14,7 +14,7 @@ Django views.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +28,7 @@ from django.http.cookie import parse_cookie
 
 from ..conf import conduit_settings
 from ..runtime import runtime
+from .user_batches import UserBatches
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +90,25 @@ async def auser_from_token(token: str) -> object:
             key = user_key(token)
             if key is None:
                 continue
-            user = await recent.get(
-                (id(validator), key), ttl, lambda key=key, load=load_user: database_sync_to_async(load)(key)
-            )
+            user = await recent.get((id(validator), key), ttl, _loader(validator, key, load_user))
         else:
             user = await database_sync_to_async(validator)(token)
         if user is not None:
             return user
     logger.info("Rejected an access token: no validator accepted it.")
     raise InvalidToken("Invalid or expired access token.")
+
+
+def _loader(validator: Any, key: Any, load_user: Any) -> Callable[[], Awaitable[Any]]:
+    """How to load the user ``key`` of a two-step ``validator``: with the loop's other loads of
+    it when it can load many at once (``load_users``), else alone in a worker thread."""
+    if getattr(validator, "load_users", None) is None:
+        return lambda: database_sync_to_async(load_user)(key)
+    batches = runtime().loop().user_batches
+    found = batches.get(id(validator))
+    if found is None:
+        found = batches[id(validator)] = UserBatches(validator.load_users)
+    return lambda: found.load(key)
 
 
 def session_key_from_headers(headers: Mapping[bytes, str]) -> str | None:

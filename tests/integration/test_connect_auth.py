@@ -3,6 +3,8 @@ read), else the Django session's, without Channels' ``AuthMiddlewareStack``."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -27,15 +29,21 @@ def clock(monkeypatch) -> Clock:
 
 @pytest.fixture
 def loads(monkeypatch) -> list[str]:
-    """The user keys the signed-token validator loaded from the database."""
+    """The user keys the signed-token validator loaded from the database (one by one, or in
+    the loop's batches)."""
     seen: list[str] = []
-    original = type(validate_signed_token).load_user
+    original, original_many = type(validate_signed_token).load_user, type(validate_signed_token).load_users
 
     def counting(self, user_pk):
         seen.append(user_pk)
         return original(self, user_pk)
 
+    def counting_many(self, user_pks):
+        seen.extend(user_pks)
+        return original_many(self, user_pks)
+
     monkeypatch.setattr(type(validate_signed_token), "load_user", counting)
+    monkeypatch.setattr(type(validate_signed_token), "load_users", counting_many)
     return seen
 
 
@@ -145,3 +153,32 @@ async def test_auser_from_token_runs_one_step_validators_in_a_thread(alice, cloc
         assert (await resolve.auser_from_token("alice")).pk == alice.pk
         with pytest.raises(resolve.InvalidToken):
             await resolve.auser_from_token("nobody")
+
+
+async def test_the_users_of_a_connect_storm_are_loaded_together(alice, bob, clock, monkeypatch):
+    from hubs.auth.tokens import issue_token
+
+    calls: list[list[str]] = []
+    original = type(validate_signed_token).load_users
+
+    def counting_many(self, user_pks):
+        calls.append(sorted(user_pks))
+        return original(self, user_pks)
+
+    monkeypatch.setattr(type(validate_signed_token), "load_users", counting_many)
+    tokens = [issue_token(alice), issue_token(bob)] * 5 + ["not a token"]
+    found = await asyncio.wait_for(
+        asyncio.gather(*(resolve.auser_from_token(t) for t in tokens), return_exceptions=True), timeout=10
+    )
+    assert calls == [sorted([str(alice.pk), str(bob.pk)])]  # ten connects, one query
+    assert [u.pk for u in found[:10]] == [alice.pk, bob.pk] * 5
+    assert isinstance(found[10], resolve.InvalidToken)
+
+
+async def test_a_batch_leaves_out_inactive_unknown_and_malformed_keys(alice, bob):
+    bob.is_active = False
+    await database_sync_to_async(bob.save)()
+    found = await database_sync_to_async(validate_signed_token.load_users)(
+        [str(alice.pk), str(bob.pk), "999999", "not a pk"]
+    )
+    assert found == {str(alice.pk): alice}
