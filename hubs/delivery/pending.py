@@ -467,7 +467,8 @@ class RedisPending:
         return sorted(entries, key=lambda e: e.due)
 
     async def owing(self, user_id: str) -> set[str]:
-        found = await self.redis.client().smembers(self._user(user_id))
+        # In the round trip of the loop's other connects (``TickPipeline``).
+        (found,) = await self.redis.batch().run(lambda pipe: pipe.smembers(self._user(user_id)))
         return {c.decode() if isinstance(c, bytes) else c for c in found}
 
     async def adopt(
