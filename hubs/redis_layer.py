@@ -60,4 +60,3 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
             pipe.zadd(key, {channel: time.time()})
             pipe.expire(key, self.group_expiry)
             await pipe.execute()
-
