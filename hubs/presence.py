@@ -165,18 +165,18 @@ class LocalConnections:
                 if not done.done():
                     done.set_result(None)
 
-    async def _renew_some(self, connections: list[tuple[str, str]], records: list[ConnectionRecord]) -> None:
+    async def _renew_some(self, connections: dict[str, str], records: list[ConnectionRecord]) -> None:
         ttl = _ttl()
         await asyncio.gather(
-            get_members().touch([c for c, _ in connections], ttl),
+            get_members().touch(list(connections), ttl),
             notify(connections_renewed, records=records, connections=connections, ttl=ttl),
         )
 
-    def _changed_records(self, connections: list[tuple[str, Monitored]]) -> list[ConnectionRecord]:
+    def _changed_records(self, connections: dict[str, Monitored]) -> list[ConnectionRecord]:
         """The records of the connections that changed since observers last got one (or got
         it ``RECORD_REFRESH`` seconds ago)."""
         now, reported, records = time.monotonic(), self._reported, []
-        for connection_id, connection in connections:
+        for connection_id, connection in connections.items():
             version = connection.record_version()
             last = reported.get(connection_id)
             if last is None or last[0] != version or now - last[1] >= RECORD_REFRESH:
@@ -197,12 +197,13 @@ class LocalConnections:
 
     async def renew(self) -> None:
         """One round: every lease and record, this process's record, the delivery counts."""
-        connections = list(self.connections.items())
-        self._renewing = {c for c, _ in connections}
+        # Snapshots as single objects: a list of 10,000 (id, connection) tuples alive through the
+        # round's awaits is enough to set off a collection of the youngest generation.
+        connections = dict(self.connections)
+        self._renewing = set(connections)
         try:
-            await self._renew_some(
-                [(c, m.hub_name) for c, m in connections], self._changed_records(connections)
-            )
+            records = self._changed_records(connections)
+            await self._renew_some({c: m.hub_name for c, m in connections.items()}, records)
         except Exception:
             logger.exception("Could not renew the presence of %d connection(s).", len(connections))
             hub_metrics().errors.labels(where="presence").inc()

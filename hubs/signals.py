@@ -15,7 +15,7 @@ signal                     sent, with its keyword arguments
                            ``ttl`` (seconds its lease holds)
 ``connection_changed``     it joined or left a hub group: ``record``, ``ttl``
 ``connections_renewed``    every ``PRESENCE_TTL / 3`` seconds, for all of the process's connections at
-                           once: ``connections`` (a list of ``(connection_id, hub)``, all of them:
+                           once: ``connections`` (a dict of connection id to hub, all of them:
                            their leases hold ``ttl`` seconds more), ``records`` (a list: those that
                            changed since their last record, or were last sent 5 minutes ago)
 ``connections_closed``     connections closed and left their groups; those of one moment together (a

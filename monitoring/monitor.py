@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from hubs.conf import conduit_settings
@@ -47,10 +47,10 @@ class Monitor(Protocol):
         ...
 
     async def renew(
-        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+        self, records: Sequence[ConnectionRecord], connections: Mapping[str, str], ttl: float
     ) -> None:
         """A presence round: write ``records`` (those that changed) and renew the lease of each
-        of ``connections`` (``(connection_id, hub)`` pairs, all the process's) for ``ttl`` s."""
+        of ``connections`` (connection id to hub, all the process's) for ``ttl`` seconds."""
         ...
 
     async def remove(self, connection_id: str, hub: str) -> None:
@@ -150,12 +150,12 @@ class MemoryMonitor:
                 self._hubs.add(record.hub)
 
     async def renew(
-        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+        self, records: Sequence[ConnectionRecord], connections: Mapping[str, str], ttl: float
     ) -> None:
         await self.upsert(records, ttl)
         until = self.clock() + ttl
         with self._lock:
-            for connection_id, _ in connections:
+            for connection_id in connections:
                 known = self._records.get(connection_id)
                 if known is not None:
                     known.lease_until = until
@@ -243,17 +243,17 @@ class RedisMonitor:
         return self.prefix + ":".join(parts)
 
     async def upsert(self, records: Sequence[ConnectionRecord], ttl: float) -> None:
-        await self.renew(records, [(r.connection_id, r.hub) for r in records], ttl)
+        await self.renew(records, {r.connection_id: r.hub for r in records}, ttl)
 
     async def renew(
-        self, records: Sequence[ConnectionRecord], connections: Sequence[tuple[str, str]], ttl: float
+        self, records: Sequence[ConnectionRecord], connections: Mapping[str, str], ttl: float
     ) -> None:
         if not records and not connections:
             return
         until = self.clock() + ttl
         leases: dict[str, dict[str, float]] = {}
         activity: dict[str, dict[str, float]] = {}
-        for connection_id, hub in connections:
+        for connection_id, hub in connections.items():
             leases.setdefault(hub, {})[connection_id] = until
         written = [(self._key("conn", record.connection_id), record.dumps()) for record in records]
         for record in records:

@@ -8,7 +8,7 @@ and the core serves as before. A receiver's error is logged and counted by the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hubs import signals
@@ -33,7 +33,7 @@ async def connection_changed(sender: Any, record: ConnectionRecord, ttl: float, 
 async def connections_renewed(
     sender: Any,
     records: Sequence[ConnectionRecord],
-    connections: Sequence[tuple[str, str]],
+    connections: Mapping[str, str],
     ttl: float,
     **kwargs: Any,
 ) -> None:

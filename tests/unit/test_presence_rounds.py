@@ -52,7 +52,7 @@ def rounds(fresh_delivery_stores):
     seen: list[dict] = []
 
     async def receiver(sender, records, connections, ttl, **kwargs):
-        seen.append({"records": [r.connection_id for r in records], "connections": list(connections)})
+        seen.append({"records": [r.connection_id for r in records], "connections": dict(connections)})
 
     signals.connections_renewed.connect(receiver, weak=False, dispatch_uid="test.rounds")
     yield leases, seen
@@ -72,7 +72,7 @@ async def test_only_changed_connections_get_a_new_record_and_every_lease_is_rene
     assert seen[-1]["records"] == ["c0", "c1", "c2"]
     connections["c1"].messages_out += 1
     await local.renew()
-    assert seen[-1] == {"records": ["c1"], "connections": [("c0", "tasks"), ("c1", "tasks"), ("c2", "tasks")]}
+    assert seen[-1] == {"records": ["c1"], "connections": {"c0": "tasks", "c1": "tasks", "c2": "tasks"}}
     assert leases.touched[-1] == ["c0", "c1", "c2"]
     await local.renew()
     assert seen[-1]["records"] == []  # nothing changed: leases only
@@ -83,5 +83,5 @@ async def test_only_changed_connections_get_a_new_record_and_every_lease_is_rene
     assert seen[-1]["records"] == ["c0", "c1", "c2"]
     local.forget("c0")
     await local.renew()
-    assert seen[-1]["connections"] == [("c1", "tasks"), ("c2", "tasks")]
+    assert seen[-1]["connections"] == {"c1": "tasks", "c2": "tasks"}
     assert "c0" not in local._reported

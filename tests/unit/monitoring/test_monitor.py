@@ -136,13 +136,11 @@ async def test_a_round_writes_the_records_it_is_given_and_renews_every_lease(mon
     await monitor.upsert([record("c1"), record("c2", hub="video")], ttl=30)
     clock.now += 20
     # The presence round sends only the records that changed, and every connection's lease.
-    await monitor.renew(
-        [record("c2", hub="video", messages_out=3)], [("c1", "tasks"), ("c2", "video")], ttl=30
-    )
+    await monitor.renew([record("c2", hub="video", messages_out=3)], {"c1": "tasks", "c2": "video"}, ttl=30)
     assert (await monitor.get("c2")).messages_out == 3
     assert (await monitor.get("c1")).messages_out == 0  # not sent: kept as it was
     clock.now += 25  # past the first lease: the round renewed both
     assert [r.connection_id for r in await monitor.connections()] == ["c1", "c2"]
-    await monitor.renew([], [("c1", "tasks")], ttl=30)
+    await monitor.renew([], {"c1": "tasks"}, ttl=30)
     clock.now += 25
     assert [r.connection_id for r in await monitor.connections()] == ["c1"]  # c2 was not renewed
