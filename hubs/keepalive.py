@@ -29,7 +29,6 @@ from collections.abc import Callable
 
 from .conf import conduit_settings
 from .metrics import hub_metrics
-from .protocol import PingMessage
 from .protocol.handshake import HANDSHAKE_CANCELED
 from .session import ProtocolSession
 
@@ -128,7 +127,7 @@ class KeepAliveSchedule:
                     await session.close_with(CLIENT_TIMEOUT_ERROR, allow_reconnect=True)
                     continue
                 if now - session.last_sent >= interval:
-                    await session.write(PingMessage())
+                    await session.ping()
                 later.append((session, next_deadline(session, interval, timeout)))
             except Exception:
                 logger.exception("%s: keep-alive failed.", label())

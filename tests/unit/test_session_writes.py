@@ -50,3 +50,26 @@ async def test_a_write_to_a_closed_socket_closes_the_session_and_is_counted(sess
     assert "a write found the socket closed (Disconnected)" in caplog.text
     await session.write(PingMessage())  # nothing more is tried
     assert counted() == before + 1
+
+
+async def test_a_keep_alive_ping_is_the_protocols_ping_record_in_both_protocols():
+    from hubs.protocol import PingMessage, get_protocol
+    from hubs.session import ProtocolSession
+
+    for name in ("json", "messagepack"):
+        sent: list[dict] = []
+
+        async def send(message: dict, sent: list[dict] = sent) -> None:
+            sent.append(message)
+
+        session = ProtocolSession(send, hub_name="tasks", clock=lambda: 5.0, count_out=lambda n: None)
+        session.protocol = get_protocol(name)
+        await session.ping()
+        await session.ping()
+        data = [m.get("text") or m.get("bytes") for m in sent]
+        assert data[0] == data[1]
+        decoded = (
+            get_protocol(name).decoder(10**6).feed(data[0].encode() if isinstance(data[0], str) else data[0])
+        )
+        assert decoded == [PingMessage()]
+        assert session.last_sent == 5.0
