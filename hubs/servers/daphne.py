@@ -17,7 +17,7 @@ Here each connection is reaped when something happens to it, with daphne's outco
   (daphne's warning "took too long to shut down and was killed" kept word for word).
 
 autobahn (daphne's WebSocket layer) pretty-prints its whole configuration for a debug line on
-every new WebSocket, logged or not: a twentieth of a connect's CPU. ``run`` makes that text
+every new WebSocket, logged or not: 7 % of a connect's CPU in a storm. ``run`` makes that text
 lazy (``LazyFormat``): it is built only if the line is written.
 
 The timeout walk runs over the connections that can still time out: with daphne's ping and
