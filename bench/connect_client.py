@@ -72,12 +72,10 @@ if __package__ in (None, ""):  # run as a file: make ``bench`` importable
 
 from bench import common
 from bench.common import RS
+from bench.ping_slots import PING_RECORD, PingSlots
 
 SIDES = ("conduit", "plain", "socketio")
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
-PING_RECORD = '{"type":6}' + RS
-#: Granularity of the ping schedule (s): pings due within one slot go out together.
-PING_SLOT = 0.25
 #: How long a 503 is honoured when it carries no (readable) Retry-After (s).
 DEFAULT_RETRY_AFTER = 1.0
 #: "Retry after N" in a Close's error (the server's words, as ``conduit.mjs`` reads them).
@@ -171,14 +169,10 @@ class Worker:
         self.conns: set[Conn] = set()
         self.unexpected: Counter[str] = Counter()
         self.frames_in = 0
-        self.pings_sent = 0
         self.pongs_sent = 0
-        self.ping_errors = 0
-        slots = max(1, round(self.ping_interval / PING_SLOT))
-        self.slots: list[set[Conn]] = [set() for _ in range(slots)]
-        self.pinger: asyncio.Task[None] | None = None
+        self.pinger: PingSlots | None = None
         if self.side == "conduit" and self.ping_interval > 0:
-            self.pinger = asyncio.create_task(self._ping_loop())
+            self.pinger = PingSlots(self.ping_interval, self.rng)
 
     # ------------------------------------------------------------------------------ connecting
 
@@ -308,8 +302,7 @@ class Worker:
         conn = Conn(ws)
         self.conns.add(conn)
         if self.pinger is not None:
-            conn.slot = (self._slot_now() + 1 + self.rng.randrange(len(self.slots))) % len(self.slots)
-            self.slots[conn.slot].add(conn)
+            self.pinger.add(conn)
         conn.reader = asyncio.create_task(self._read(conn))
 
     async def connect(self, count: int, concurrency: int, limit: float) -> dict[str, Any]:
@@ -402,26 +395,6 @@ class Worker:
 
     # ------------------------------------------------------------------------------ idle
 
-    def _slot_now(self) -> int:
-        return int(time.monotonic() / PING_SLOT) % len(self.slots)
-
-    async def _ping_loop(self) -> None:
-        """Send each connection's Ping when its slot comes round (every ``ping_interval`` s)."""
-        last = self._slot_now()
-        while True:
-            await asyncio.sleep(PING_SLOT - (time.monotonic() % PING_SLOT) + 0.001)
-            now = self._slot_now()
-            while last != now:  # every slot since the last turn, also those a slow turn skipped
-                last = (last + 1) % len(self.slots)
-                for conn in list(self.slots[last]):
-                    if conn.leaving or conn.ws.closed:
-                        continue
-                    try:
-                        await conn.ws.send_str(PING_RECORD)
-                        self.pings_sent += 1
-                    except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                        self.ping_errors += 1
-
     async def _read(self, conn: Conn) -> None:
         ws = conn.ws
         reason = ""
@@ -452,8 +425,8 @@ class Worker:
             reason = f"reader-{type(exc).__name__}"
         finally:
             self.conns.discard(conn)
-            if conn.slot >= 0:
-                self.slots[conn.slot].discard(conn)
+            if self.pinger is not None:
+                self.pinger.discard(conn)
             if not conn.leaving:
                 self.unexpected[reason] += 1
 
@@ -463,9 +436,9 @@ class Worker:
             "unexpected": dict(self.unexpected),
             "unexpected_total": sum(self.unexpected.values()),
             "frames_in": self.frames_in,
-            "pings_sent": self.pings_sent,
+            "pings_sent": self.pinger.sent if self.pinger else 0,
             "pongs_sent": self.pongs_sent,
-            "ping_errors": self.ping_errors,
+            "ping_errors": self.pinger.errors if self.pinger else 0,
             "cpu_s": round(time.process_time(), 3),
             "rss_kib": common.rss_kib(os.getpid()),
             "time": time.time(),

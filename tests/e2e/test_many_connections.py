@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from .harness import CLIENTS, PYTHON, ClientProcess, Server, Site
+from .harness import CLIENTS, PYTHON, ROOT, ClientProcess, Server, Site
 from .test_load import ProcessSampler, hub_gauges, is_clean, leftovers, log_problems, server_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -133,7 +133,11 @@ def start_clients(server: Server, tokens: list[str], total: int) -> list[ClientP
             "seed": k,
         }
         started.append(
-            ClientProcess([PYTHON, str(CLIENTS / "many_clients.py"), json.dumps(config)], f"many{k}")
+            ClientProcess(
+                [PYTHON, str(CLIENTS / "many_clients.py"), json.dumps(config)],
+                f"many{k}",
+                env={**os.environ, "PYTHONPATH": str(ROOT)},  # it imports bench.ping_slots
+            )
         )
     return started
 

@@ -52,11 +52,10 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from bench.ping_slots import PING_RECORD, PingSlots  # the repository root is on PYTHONPATH
+
 RS = "\x1e"
 HANDSHAKE = '{"protocol":"json","version":1}' + RS
-PING = '{"type":6}' + RS
-#: Granularity of the ping schedule (s): pings due within one slot go out together.
-PING_SLOT = 0.25
 
 
 def emit(event: str, **body: Any) -> None:
@@ -121,8 +120,6 @@ class Pool:
         self.conns: set[Conn] = set()
         self.unexpected: Counter[str] = Counter()
         self.close_messages = 0
-        self.pings_sent = 0
-        self.ping_errors = 0
         self.server_pings = 0
         self.delivered = 0
         self.duplicates = 0
@@ -130,10 +127,9 @@ class Pool:
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.all_delivered = asyncio.Event()
-        self.slots: list[set[Conn]] = [set() for _ in range(max(1, round(self.ping_interval / PING_SLOT)))]
-        self.pinger: asyncio.Task[None] | None = None
+        self.pinger: PingSlots | None = None
         if self.ping_interval > 0:
-            self.pinger = asyncio.create_task(self._ping_loop())
+            self.pinger = PingSlots(self.ping_interval, self.rng)
 
     # ------------------------------------------------------------------------------ connecting
 
@@ -198,8 +194,7 @@ class Pool:
         conn = Conn(ws)
         self.conns.add(conn)
         if self.pinger is not None:
-            conn.slot = (self._slot_now() + 1 + self.rng.randrange(len(self.slots))) % len(self.slots)
-            self.slots[conn.slot].add(conn)
+            self.pinger.add(conn)
         conn.reader = asyncio.create_task(self._read(conn))
 
     async def connect(self, limit: float) -> dict[str, Any]:
@@ -262,27 +257,8 @@ class Pool:
 
     # ------------------------------------------------------------------------------ idle, reading
 
-    def _slot_now(self) -> int:
-        return int(time.monotonic() / PING_SLOT) % len(self.slots)
-
-    async def _ping_loop(self) -> None:
-        last = self._slot_now()
-        while True:
-            await asyncio.sleep(PING_SLOT - (time.monotonic() % PING_SLOT) + 0.001)
-            now = self._slot_now()
-            while last != now:  # every slot since the last turn, also those a slow turn skipped
-                last = (last + 1) % len(self.slots)
-                for conn in list(self.slots[last]):
-                    if conn.leaving or conn.ws.closed:
-                        continue
-                    try:
-                        await conn.ws.send_str(PING)
-                        self.pings_sent += 1
-                    except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                        self.ping_errors += 1
-
     def _take(self, conn: Conn, text: str) -> None:
-        if text == PING:
+        if text == PING_RECORD:
             self.server_pings += 1
             conn.pinged = True
             return
@@ -329,8 +305,8 @@ class Pool:
             reason = f"reader-{type(exc).__name__}"
         finally:
             self.conns.discard(conn)
-            if conn.slot >= 0:
-                self.slots[conn.slot].discard(conn)
+            if self.pinger is not None:
+                self.pinger.discard(conn)
             if not conn.leaving:
                 self.unexpected[reason] += 1
 
@@ -338,8 +314,8 @@ class Pool:
         return {
             "open": len(self.conns),
             "unexpected": {k: v for k, v in self.unexpected.items() if v},
-            "pingsSent": self.pings_sent,
-            "pingErrors": self.ping_errors,
+            "pingsSent": self.pinger.sent if self.pinger else 0,
+            "pingErrors": self.pinger.errors if self.pinger else 0,
             "serverPings": self.server_pings,
             "serverPinged": sum(1 for c in self.conns if c.pinged),
             "closeMessages": self.close_messages,

@@ -17,28 +17,11 @@ import asyncio
 import json
 import socket
 import sys
-import urllib.request
 from urllib.parse import urlsplit
 
+from raw_signalr import SEP, emit, negotiate  # beside this script
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-SEP = "\x1e"
-
-
-def emit(**event: object) -> None:
-    print(json.dumps(event), flush=True)
-
-
-def negotiate(url: str, token: str) -> str:
-    request = urllib.request.Request(
-        f"{url}/negotiate?negotiateVersion=1",
-        data=b"",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["connectionToken"]
 
 
 async def main(config: dict) -> None:

@@ -31,29 +31,12 @@ import itertools
 import json
 import socket
 import sys
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from raw_signalr import SEP, emit, negotiate  # beside this script
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-SEP = "\x1e"
-
-
-def emit(**event: object) -> None:
-    print(json.dumps(event), flush=True)
-
-
-def negotiate(url: str, token: str) -> str:
-    request = urllib.request.Request(
-        f"{url}/negotiate?negotiateVersion=1",
-        data=b"",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return str(json.loads(response.read())["connectionToken"])
 
 
 class StreamOrder:
@@ -208,6 +191,16 @@ class Reader:
         await loop.run_in_executor(None, sys.stdin.readline)  # {"cmd": "read"}
         await self.read_until_end(ws)
 
+    def emit_close(self, conn: int, close: dict[str, Any]) -> None:
+        """Report the server's Close on connection ``conn`` with the stream's position."""
+        emit(
+            event="closed",
+            conn=conn,
+            error=close.get("error"),
+            allowReconnect=close.get("allowReconnect"),
+            **self.position(),
+        )
+
     async def read_until_end(self, ws: ClientConnection) -> None:
         deadline = asyncio.get_running_loop().time() + self.end_timeout
         try:
@@ -217,13 +210,7 @@ class Reader:
                     raise TimeoutError
                 close = self.handle(ws, await self.read_frame(ws, remaining))
                 if close is not None:
-                    emit(
-                        event="closed",
-                        conn=1,
-                        error=close.get("error"),
-                        allowReconnect=close.get("allowReconnect"),
-                        **self.position(),
-                    )
+                    self.emit_close(1, close)
                     break
         except ConnectionClosed:
             emit(event="ended", conn=1, **self.position())
@@ -250,13 +237,7 @@ class Reader:
                     continue
                 close = self.handle(ws, records)
                 if close is not None:
-                    emit(
-                        event="closed",
-                        conn=2,
-                        error=close.get("error"),
-                        allowReconnect=close.get("allowReconnect"),
-                        **self.position(),
-                    )
+                    self.emit_close(2, close)
                     return
         except ConnectionClosed:
             emit(event="ended", conn=2, **self.position())
