@@ -64,3 +64,28 @@ async def test_group_add_writes_the_member_and_the_expiry_in_one_round_trip(redi
         assert (await asyncio.wait_for(layer.receive(channel), timeout=5))["type"] == "tick"
     finally:
         await layer.flush()
+
+
+async def test_the_group_discards_of_one_loop_iteration_share_a_round_trip(redis_url, monkeypatch):
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=f"discard-{uuid.uuid4().hex}")
+    channel = await layer.new_channel()
+    groups = [f"g{i}" for i in range(300)]
+    await asyncio.wait_for(asyncio.gather(*(layer.group_add(g, channel) for g in groups)), timeout=30)
+    client = layer.connection(0)
+    pipelines: list[int] = []
+    original = type(client.pipeline()).execute
+
+    async def counting(self, *args, **options):
+        pipelines.append(len(self.command_stack))
+        return await original(self, *args, **options)
+
+    monkeypatch.setattr(type(client.pipeline()), "execute", counting)
+    try:
+        # a disconnect storm: every closing connection leaves its own group at once
+        await asyncio.wait_for(asyncio.gather(*(layer.group_discard(g, channel) for g in groups)), timeout=30)
+        assert pipelines == [300], pipelines
+        await asyncio.wait_for(layer.group_discard("never-joined", channel), timeout=10)  # no error
+        monkeypatch.setattr(type(client.pipeline()), "execute", original)
+        assert [await client.exists(layer._group_key(g)) for g in groups] == [0] * len(groups)
+    finally:
+        await layer.flush()
