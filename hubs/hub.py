@@ -31,7 +31,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -499,10 +499,36 @@ class Hub(AsyncConsumer):
             self.context.last_activity = time.time()
 
     async def _teardown(self, exc: BaseException | None) -> None:
+        """Release what the connection holds, then run ``on_connection_lost``.
+
+        The release runs in a task of its own that a cancellation of the connection (daphne's
+        kill after ``application_close_timeout``, a server shutdown) does not stop: cut short,
+        it would leave memberships, a lease and a monitor record behind until the stale
+        cleanup. The hook is the hub author's code and stays cancellable.
+        """
         parts = self._require_parts()
         if parts.torn_down:
             return
         parts.torn_down = True
+        await _uncancellable(self._release_logged(parts))
+        if self.context is not None and self._membership is not None and parts.session.protocol is not None:
+            try:
+                await self.on_connection_lost(self.context, exc)
+            except Exception:
+                logger.exception("%s: on_connection_lost failed.", self.get_hub_name())
+                hub_metrics().errors.labels(where="on_connection_lost").inc()
+
+    async def _release_logged(self, parts: _Parts) -> None:
+        # It may outlive its caller, so it raises to nobody: its errors are logged and counted.
+        try:
+            await self._release(parts)
+        except Exception:
+            logger.exception("%s: could not release a closed connection.", self.get_hub_name())
+            hub_metrics().errors.labels(where="teardown").inc()
+
+    async def _release(self, parts: _Parts) -> None:
+        """Part of ``_teardown``: stop the keep-alive, the lease renewals and the connection's
+        tasks, leave every group and depart (registry, lease, monitor record)."""
         local_keep_alive().unwatch(parts.session)
         membership = self._membership
         if self.context is not None and membership is not None:
@@ -512,12 +538,18 @@ class Hub(AsyncConsumer):
             return
         await membership.leave_all()
         parts.confirmations.cancel_all()
-        if parts.session.protocol is not None:
-            try:
-                await self.on_connection_lost(self.context, exc)
-            except Exception:
-                logger.exception("%s: on_connection_lost failed.", self.get_hub_name())
-                hub_metrics().errors.labels(where="on_connection_lost").inc()
+
+
+#: Releases running on after their connection was cancelled (the loop holds tasks weakly).
+_RELEASES: set[asyncio.Task[None]] = set()
+
+
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled (the caller still is)."""
+    task = asyncio.get_running_loop().create_task(work)
+    _RELEASES.add(task)
+    task.add_done_callback(_RELEASES.discard)
+    await asyncio.shield(task)
 
 
 class _Parts:

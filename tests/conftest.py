@@ -135,6 +135,8 @@ async def hub_client(ws_app) -> AsyncIterator[Callable[..., object]]:
 
     yield open_client
     for client in opened:
+        if client.communicator.future.done():
+            continue  # its application ended (or a test cancelled it, as a server's kill does)
         try:
             await client.close()
         except Exception:
