@@ -30,7 +30,9 @@ class Inbox:
         self._session = session
         self._hub_name = hub_name
         self._connection_id = connection_id
-        self._recent: deque[str] = deque(maxlen=RECENT_IDS)
+        # The ids sent last, oldest first, and the same as a set; made with the first id (an
+        # empty deque is about 600 bytes, and many connections never get an event).
+        self._recent: deque[str] | None = None
         self._recent_set: set[str] = set()
         self._held: list[dict[str, Any]] | None = None
 
@@ -86,8 +88,11 @@ class Inbox:
             return True
         if message_id in self._recent_set:
             return False
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(message_id)
+        recent = self._recent
+        if recent is None:
+            recent = self._recent = deque(maxlen=RECENT_IDS)
+        elif len(recent) == RECENT_IDS:
+            self._recent_set.discard(recent[0])
+        recent.append(message_id)
         self._recent_set.add(message_id)
         return True

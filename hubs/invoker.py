@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -48,32 +49,37 @@ class Invoker:
         self._spawn = spawn
         self._hub_name: str = hub.get_hub_name()
         self._methods: dict[str, MethodSpec] = type(hub)._methods
-        self._queue: asyncio.Queue[InvocationMessage] | None = None
+        self._started = False
+        # Invocations waiting for the worker; made with the first, dropped when the worker has
+        # run them all (an empty deque is about 600 bytes; an asyncio.Queue four of them).
+        self._queue: deque[InvocationMessage] | None = None
         self._streams: dict[str, asyncio.Task[Any]] = {}
         self._client_cancelled: set[str] = set()
-        self._working = False  # the worker task was started
+        self._working = False  # a worker task runs the queue
 
     def start(self) -> None:
         """Take invocations from now on (once the handshake succeeded and
-        ``on_connection_established`` ran); the worker task starts with the first one queued, so
-        an idle connection costs no task."""
-        self._queue = asyncio.Queue(maxsize=conduit_settings.MAX_PENDING_INVOCATIONS)
+        ``on_connection_established`` ran); a worker task runs while invocations wait, so an
+        idle connection costs no task and no queue."""
+        self._started = True
 
     async def handle(self, msg: InvocationMessage | StreamInvocationMessage) -> None:
         """An invocation or stream invocation from the client."""
         if isinstance(msg, StreamInvocationMessage):
             await self._start_stream(msg)
             return
-        assert self._queue is not None
+        assert self._started
         if msg.target.lower() in INLINE_METHODS:
             await self._invoke(msg)
             return
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= conduit_settings.MAX_PENDING_INVOCATIONS:
             hub_metrics().rate_limited.labels(hub=self._hub_name, outcome="refused").inc()
             await self.complete(msg, error=client_errors.too_many_pending(msg.target))
             return
+        queue.append(msg)
         if not self._working:
             self._working = True
             self._spawn(self._worker())
@@ -95,9 +101,11 @@ class Invoker:
     # ----------------------------------------------------------------------------- the queue
 
     async def _worker(self) -> None:
-        assert self._queue is not None
-        while True:
-            msg = await self._queue.get()
+        """Run the queued invocations one by one, in order; end when none waits."""
+        queue = self._queue
+        assert queue is not None
+        while queue:
+            msg = queue.popleft()
             try:
                 await self._within_rate_limit()
                 await self._invoke(msg)
@@ -105,11 +113,14 @@ class Invoker:
                 # Hub code's errors are answered in _invoke; this is what is left (e.g. an error
                 # reply no protocol can encode, for an invocation id no UTF-8 can hold). Ending
                 # the worker would leave an open socket that never answers again; this
-                # invocation cannot be answered, so the connection is closed with an error.
+                # invocation cannot be answered, so the connection is closed with an error
+                # (and no worker starts again: what the client sends next is not run).
                 logger.exception("%s: could not handle an invocation; closing.", self._hub_name)
                 hub_metrics().errors.labels(where="invocation").inc()
                 await self._session.close_with("Connection closed with an error.", allow_reconnect=True)
                 return
+        self._queue = None
+        self._working = False
 
     async def _within_rate_limit(self) -> None:
         """Before each queued invocation runs: wait while the client is over ``RATE_LIMIT``

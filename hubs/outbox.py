@@ -48,7 +48,9 @@ class Outbox:
         self.transport = transport
         self._on_full = on_full
         self._on_error = on_error
-        self._queue: deque[tuple[dict[str, Any], int]] = deque()
+        # What waits behind the writer task; there only while one runs (most connections never
+        # have one, and an empty deque is about 600 bytes).
+        self._queue: deque[tuple[dict[str, Any], int]] | None = None
         self._queued = 0
         self._writer: asyncio.Task[None] | None = None
         #: True once the limit was passed: no more writes are taken.
@@ -90,6 +92,8 @@ class Outbox:
         if self.limit and not force and self.backlog() + size > self.limit:
             self._overflow()
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append((message, size))
         self._queued += size
 
@@ -105,7 +109,7 @@ class Outbox:
 
     def clear(self) -> None:
         """Drop what is queued (a slow consumer's backlog; it resumes from its history)."""
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
 
     def abort(self) -> None:
@@ -136,6 +140,8 @@ class Outbox:
             self._on_error(exc)
         finally:
             self._writer = None
+            if not self._queue:
+                self._queue = None
 
 
 async def _awaited(awaitable: Awaitable[None]) -> None:

@@ -5,6 +5,7 @@ and a failing limit storage lets invocations through (logged and counted)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -184,3 +185,31 @@ async def test_a_bad_rate_limit_setting_does_not_stop_the_connection(hub_client,
         assert (await alice.invoke("Ping")).error is None
         assert (await alice.invoke("Ping")).error is None
     assert sample("conduit_errors_total", where="rate_limit") == errors + 2
+
+
+def invocation_workers() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Invoker._worker"]
+
+
+async def test_the_invocation_worker_runs_while_invocations_wait_and_ends_with_the_last(
+    hub_client, alice_token
+):
+    """An idle connection holds no worker task (nor its queue): it starts with the next
+    invocation, and runs a burst in order."""
+    with override_settings(CONDUIT_RT={"RATE_LIMIT": "", "MAX_PENDING_INVOCATIONS": 50}):
+        alice = await hub_client("/hubs/tasks", token=alice_token)
+        for burst in range(2):
+            await alice.send(
+                *(
+                    InvocationMessage(target="Ping", arguments=[], invocation_id=f"{burst}-{i}")
+                    for i in range(10)
+                )
+            )
+            answers = [await alice.receive_skipping_pings() for _ in range(10)]
+            assert [a.invocation_id for a in answers] == [f"{burst}-{i}" for i in range(10)]
+            assert all(a.error is None for a in answers)
+            for _ in range(100):  # loop iterations, not time: the worker's last steps
+                if not invocation_workers():
+                    break
+                await asyncio.sleep(0)
+            assert invocation_workers() == []
