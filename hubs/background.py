@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 class Background:
     """A connection's tasks; ``label`` names the connection in the log."""
 
+    __slots__ = ("_label", "_tasks")
+
     def __init__(self, label: str) -> None:
         self._label = label
         self._tasks: set[asyncio.Task[Any]] = set()

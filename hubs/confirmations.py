@@ -22,6 +22,8 @@ from .session import ProtocolSession
 class Confirmations:
     """The confirmations one connection waits for."""
 
+    __slots__ = ("_session", "_waiting")
+
     def __init__(self, session: ProtocolSession) -> None:
         self._session = session
         self._waiting: dict[str, asyncio.Future[bool]] = {}

@@ -555,6 +555,8 @@ async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
 class _Parts:
     """What a ``Hub`` composes for its connection (made when it starts serving)."""
 
+    __slots__ = ("background", "confirmations", "inbox", "invoker", "session", "torn_down")
+
     def __init__(self, hub: Hub, send: Any) -> None:
         name = hub.get_hub_name()
         self.session = ProtocolSession(send, hub_name=name, clock=hub.clock, count_out=hub._count_out)

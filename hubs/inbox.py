@@ -24,6 +24,8 @@ RECENT_IDS = 256
 class Inbox:
     """Deliveries of one connection of hub ``hub_name``."""
 
+    __slots__ = ("_connection_id", "_held", "_hub_name", "_recent", "_recent_set", "_session")
+
     def __init__(
         self, session: ProtocolSession, hub_name: str, connection_id: Callable[[], str | None]
     ) -> None:
@@ -31,9 +33,10 @@ class Inbox:
         self._hub_name = hub_name
         self._connection_id = connection_id
         # The ids sent last, oldest first, and the same as a set; made with the first id (an
-        # empty deque is about 600 bytes, and many connections never get an event).
+        # empty deque is about 600 bytes, an empty set 200, and many connections never get an
+        # event).
         self._recent: deque[str] | None = None
-        self._recent_set: set[str] = set()
+        self._recent_set: set[str] | None = None
         self._held: list[dict[str, Any]] | None = None
 
     async def receive(self, message: dict[str, Any]) -> None:
@@ -86,13 +89,13 @@ class Inbox:
         """Record ``message_id`` as sent; False if it already was."""
         if message_id is None:
             return True
-        if message_id in self._recent_set:
+        recent, seen = self._recent, self._recent_set
+        if recent is None or seen is None:
+            recent, seen = self._recent, self._recent_set = deque(maxlen=RECENT_IDS), set()
+        elif message_id in seen:
             return False
-        recent = self._recent
-        if recent is None:
-            recent = self._recent = deque(maxlen=RECENT_IDS)
         elif len(recent) == RECENT_IDS:
-            self._recent_set.discard(recent[0])
+            seen.discard(recent[0])
         recent.append(message_id)
-        self._recent_set.add(message_id)
+        seen.add(message_id)
         return True

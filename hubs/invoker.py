@@ -43,6 +43,19 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 class Invoker:
     """The invocations of one connection of ``hub`` (a ``Hub``: its ``context``, its methods)."""
 
+    __slots__ = (
+        "_client_cancelled",
+        "_hub",
+        "_hub_name",
+        "_methods",
+        "_queue",
+        "_session",
+        "_spawn",
+        "_started",
+        "_streams",
+        "_working",
+    )
+
     def __init__(self, hub: Any, session: ProtocolSession, spawn: Spawn) -> None:
         self._hub = hub
         self._session = session
@@ -54,7 +67,7 @@ class Invoker:
         # run them all (an empty deque is about 600 bytes; an asyncio.Queue four of them).
         self._queue: deque[InvocationMessage] | None = None
         self._streams: dict[str, asyncio.Task[Any]] = {}
-        self._client_cancelled: set[str] = set()
+        self._client_cancelled: set[str] | None = None  # made by the first CancelInvocation
         self._working = False  # a worker task runs the queue
 
     def start(self) -> None:
@@ -88,6 +101,8 @@ class Invoker:
         """The client's ``CancelInvocation`` of a stream (unknown ids are ignored)."""
         task = self._streams.get(invocation_id)
         if task is not None:
+            if self._client_cancelled is None:
+                self._client_cancelled = set()
             self._client_cancelled.add(invocation_id)
             task.cancel()
 
@@ -265,7 +280,7 @@ class Invoker:
                     await aclose()
             await write(CompletionMessage.empty(invocation_id))
         except asyncio.CancelledError:
-            if invocation_id not in self._client_cancelled:
+            if not self._client_cancelled or invocation_id not in self._client_cancelled:
                 raise  # the connection is going away: nothing more to send
             # The client cancelled: not an error, but the invocation still gets its Completion.
             await write(CompletionMessage.empty(invocation_id))
@@ -287,7 +302,8 @@ class Invoker:
             await write(CompletionMessage.with_error(invocation_id, error))
         finally:
             self._streams.pop(invocation_id, None)
-            self._client_cancelled.discard(invocation_id)
+            if self._client_cancelled:
+                self._client_cancelled.discard(invocation_id)
             _count(hub, spec.wire_name, outcome, started)
 
 

@@ -29,6 +29,18 @@ logger = logging.getLogger(__name__)
 class Membership:
     """The groups of the connection ``hub`` serves (a ``Hub``: the router hands it messages)."""
 
+    __slots__ = (
+        "_context",
+        "_groups_version",
+        "_hub",
+        "_hub_name",
+        "_layer_alias",
+        "_namespace",
+        "_session",
+        "_system",
+        "hub_class",
+    )
+
     def __init__(self, hub: Any, context: ConnectionContext, session: ProtocolSession) -> None:
         self._hub = hub
         self._context = context
@@ -167,6 +179,8 @@ class Membership:
 
 class HubGroups:
     """Group membership of the current connection, as hub code uses it (``self.groups``)."""
+
+    __slots__ = ("_membership",)
 
     def __init__(self, membership: Callable[[], Membership | None]) -> None:
         self._membership = membership

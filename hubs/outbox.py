@@ -34,6 +34,18 @@ DRAIN_POLL = 0.005
 class Outbox:
     """The writes of one connection through ``send`` (the ASGI send callable)."""
 
+    __slots__ = (
+        "_on_error",
+        "_on_full",
+        "_queue",
+        "_queued",
+        "_send",
+        "_writer",
+        "full",
+        "limit",
+        "transport",
+    )
+
     def __init__(
         self,
         send: Send,

@@ -63,6 +63,23 @@ class ProtocolSession:
     """The wire of one connection. ``send`` is the ASGI send callable; ``count_out`` is told how
     many hub messages (pings excluded) each write carried; ``clock`` is monotonic."""
 
+    __slots__ = (
+        "_clock",
+        "_count_out",
+        "_handshake",
+        "_hub_name",
+        "_send",
+        "busy",
+        "client_pinged",
+        "close_error",
+        "closed",
+        "decoder",
+        "last_received",
+        "last_sent",
+        "outbox",
+        "protocol",
+    )
+
     def __init__(
         self, send: Send, *, hub_name: str, clock: Callable[[], float], count_out: Callable[[int], None]
     ) -> None:
@@ -70,7 +87,7 @@ class ProtocolSession:
         self._hub_name = hub_name
         self._clock = clock
         self._count_out = count_out
-        self._handshake = HandshakeParser(max_size=conduit_settings.MAX_MESSAGE_SIZE)
+        self._handshake: HandshakeParser | None = HandshakeParser(max_size=conduit_settings.MAX_MESSAGE_SIZE)
         self.protocol: HubProtocol | None = None
         self.decoder: Any = None
         #: True once the socket is closed (by either side) or refused.
@@ -106,6 +123,7 @@ class ProtocolSession:
     def feed_handshake(self, data: str | bytes) -> tuple[HandshakeRequest, HubProtocol, bytes] | None:
         """The client's handshake once complete (request, protocol, the bytes after it), else None.
         Raises ``HandshakeError`` for a malformed or unsupported one, with ASP.NET's text."""
+        assert self._handshake is not None, "the handshake is over"
         parsed = self._handshake.feed(data)
         if parsed is None:
             return None
@@ -121,6 +139,7 @@ class ProtocolSession:
         """Use ``protocol`` from now on and answer the handshake."""
         self.protocol = protocol
         self.decoder = protocol.decoder(conduit_settings.MAX_MESSAGE_SIZE)
+        self._handshake = None  # done with: the connection keeps no parser it will not use
         reply = handshake_response()
         await self.send_frame(reply if protocol.transfer_format == "Binary" else reply.decode("utf-8"))
 

@@ -19,6 +19,12 @@ def counted() -> float:
     return REGISTRY.get_sample_value("conduit_errors_total", {"where": "send_after_close"}) or 0.0
 
 
+class RecordingSession(ProtocolSession):
+    """A session that keeps what reached the server (``sent``)."""
+
+    sent: list[dict]
+
+
 @pytest.fixture
 def session():
     sent: list[dict] = []
@@ -28,9 +34,9 @@ def session():
             raise Disconnected("Attempt to send on a closed protocol")
         sent.append(message)
 
-    found = ProtocolSession(send, hub_name="tasks", clock=lambda: 5.0, count_out=lambda n: None)
+    found = RecordingSession(send, hub_name="tasks", clock=lambda: 5.0, count_out=lambda n: None)
     found.protocol = get_protocol("json")
-    found.sent = sent  # type: ignore[attr-defined]
+    found.sent = sent
     return found
 
 
