@@ -510,7 +510,7 @@ class Hub(AsyncConsumer):
         if parts.torn_down:
             return
         parts.torn_down = True
-        await _uncancellable(self._release_logged(parts))
+        await _uncancellable(self._release(parts))
         if self.context is not None and self._membership is not None and parts.session.protocol is not None:
             try:
                 await self.on_connection_lost(self.context, exc)
@@ -518,26 +518,23 @@ class Hub(AsyncConsumer):
                 logger.exception("%s: on_connection_lost failed.", self.get_hub_name())
                 hub_metrics().errors.labels(where="on_connection_lost").inc()
 
-    async def _release_logged(self, parts: _Parts) -> None:
-        # It may outlive its caller, so it raises to nobody: its errors are logged and counted.
+    async def _release(self, parts: _Parts) -> None:
+        """Part of ``_teardown``: stop the keep-alive, the lease renewals and the connection's
+        tasks, leave every group and depart (registry, lease, monitor record). It may outlive
+        its caller, so it raises to nobody: its errors are logged and counted."""
         try:
-            await self._release(parts)
+            local_keep_alive().unwatch(parts.session)
+            membership = self._membership
+            if self.context is not None and membership is not None:
+                membership.stop_renewing()  # first: no more lease renewals
+            await parts.background.stop(_TEARDOWN_WAIT)
+            if self.context is None or membership is None:
+                return
+            await membership.leave_all()
+            parts.confirmations.cancel_all()
         except Exception:
             logger.exception("%s: could not release a closed connection.", self.get_hub_name())
             hub_metrics().errors.labels(where="teardown").inc()
-
-    async def _release(self, parts: _Parts) -> None:
-        """Part of ``_teardown``: stop the keep-alive, the lease renewals and the connection's
-        tasks, leave every group and depart (registry, lease, monitor record)."""
-        local_keep_alive().unwatch(parts.session)
-        membership = self._membership
-        if self.context is not None and membership is not None:
-            membership.stop_renewing()  # first: no more lease renewals
-        await parts.background.stop(_TEARDOWN_WAIT)
-        if self.context is None or membership is None:
-            return
-        await membership.leave_all()
-        parts.confirmations.cancel_all()
 
 
 #: Releases running on after their connection was cancelled (the loop holds tasks weakly).
