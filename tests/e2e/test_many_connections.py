@@ -306,8 +306,17 @@ def hold_them(site: Site, store: redis.Redis, clients: list[ClientProcess], tota
     left = ask(many, "left", LEAVE_TIMEOUT + 30, cmd="leave", timeoutS=LEAVE_TIMEOUT)
     settle_started = time.monotonic()
 
+    unanswered: list[str] = []
+
     def state() -> tuple[dict[str, float], dict[str, Any], list[int]]:
-        return hub_gauges(server), leftovers(store, prefix), process_count(store, prefix)
+        # The process is busy with 19,600 closes for about ten seconds: a scrape it cannot
+        # answer within its timeout is "not settled yet", and the next poll asks again.
+        try:
+            gauges = hub_gauges(server)
+        except OSError as exc:  # a timeout, or a connection refused or reset
+            unanswered.append(repr(exc))
+            gauges = {"metrics_unanswered": 1.0}
+        return gauges, leftovers(store, prefix), process_count(store, prefix)
 
     gauges, found, counted = wait_for(
         state, lambda s: not any(s[0].values()) and is_clean(s[1]) and not any(s[2]), SETTLE_TIMEOUT
@@ -318,7 +327,8 @@ def hold_them(site: Site, store: redis.Redis, clients: list[ClientProcess], tota
     print(
         f"[many] leave: {sum(x['closing'] for x in left)} closed in {max(x['seconds'] for x in left):.1f} s; "
         f"{'clean' if not any(gauges.values()) and is_clean(found) else 'NOT clean'} {settled:.1f} s later; "
-        f"{len(problems)} log problems ({killed} teardowns killed by daphne)"
+        f"{len(problems)} log problems ({killed} teardowns killed by daphne); "
+        f"{len(unanswered)} /metrics scrapes unanswered meanwhile"
     )
     for line in problems[:5]:
         print(f"[many]   log: {line[:300]}")
